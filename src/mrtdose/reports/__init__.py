@@ -1,0 +1,1 @@
+"""Layer 7: report rendering (HTML, following the EANM dosimetry reporting checklist)."""
