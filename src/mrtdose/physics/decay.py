@@ -11,7 +11,7 @@ Physics in Nuclear Medicine, 4th ed., ch. 4).
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import numpy as np
 
@@ -31,10 +31,15 @@ def require_aware(t: datetime, what: str = "time") -> datetime:
 
 
 def elapsed_hours(start: datetime, end: datetime, *, what: str = "time") -> float:
-    """Hours from ``start`` to ``end`` (both timezone-aware)."""
+    """Hours from ``start`` to ``end`` (both timezone-aware).
+
+    Both times are converted to UTC first: Python subtracts two datetimes that share the same
+    ``tzinfo`` object (e.g. one ``ZoneInfo("Europe/London")``) as naive wall-clock times, which
+    would be one hour wrong across a daylight-saving change.
+    """
     require_aware(start, "reference time")
     require_aware(end, what)
-    return (end - start) / timedelta(hours=1)
+    return (end.astimezone(timezone.utc) - start.astimezone(timezone.utc)) / timedelta(hours=1)
 
 
 def decay_factor(elapsed_h: float | np.ndarray, half_life_h: float) -> float | np.ndarray:

@@ -298,3 +298,41 @@ def data_versions() -> dict[str, str]:
         "radioactivedecay": _pkg_version("radioactivedecay"),
         "radioactivedecay_dataset": str(rd.DEFAULTDATA.dataset_name),
     }
+
+
+def with_progeny(nuclide: Nuclide, max_half_life_ratio: float = 0.01) -> Nuclide:
+    """A composite :class:`Nuclide` whose emissions are the parent's plus those of its short-lived
+    progeny in equilibrium, per parent decay (see :func:`chain_energy_per_decay_mev`).
+
+    Used for alpha emitters such as Ra-223, whose five short-lived daughters deposit most of the
+    energy (e.g. ICRP 107; Lassmann & Nosske 2013, EJNMMI 40:207). Returns the nuclide itself
+    when it has no such progeny.
+    """
+    _, members = chain_energy_per_decay_mev(nuclide, max_half_life_ratio)
+    if len(members) == 1:
+        return nuclide
+    emissions: dict[str, list[tuple[float, float]]] = {}
+    energies: dict[str, float] = {}
+    grids, spectra = [], []
+    for name, w in members:
+        m = nuclide if name == nuclide.name else get_nuclide(name)
+        for cat, rows in m._emissions.items():
+            emissions.setdefault(cat, []).extend((e, y * w) for e, y in rows)
+            energies[cat] = energies.get(cat, 0.0) + w * m.energy_per_decay_mev.get(cat, 0.0)
+        e, n = m.beta_spectrum()
+        if e.size:
+            grids.append(e)
+            spectra.append((e, n * w))
+    spectrum: tuple[tuple[float, float], ...] = ()
+    if grids:
+        grid = np.unique(np.concatenate(grids))
+        total = sum(np.interp(grid, e, n, left=0.0, right=0.0) for e, n in spectra)
+        spectrum = tuple(zip(grid.tolist(), np.asarray(total).tolist()))
+    return Nuclide(
+        name=f"{nuclide.name}+progeny",
+        half_life_h=nuclide.half_life_h,
+        energy_per_decay_mev=MappingProxyType(energies),
+        progeny=nuclide.progeny,
+        _emissions=MappingProxyType({k: tuple(v) for k, v in emissions.items()}),
+        _beta_spectrum=spectrum,
+    )

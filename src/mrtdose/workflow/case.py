@@ -1,0 +1,261 @@
+"""The case file: what a physicist writes down about one administration.
+
+A case is a YAML or JSON document validated by the pydantic models below; a validation error
+names the file and the dotted path of the field. The JSON Schema published in
+``schemas/case.schema.json`` is generated from these models (``mrtdose schema case``).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mrtdose.errors import InputError
+
+#: Plausibility limits used to catch unit mistakes (activity in Bq or kBq given as MBq, mass in
+#: kg given as g...). The largest single MRT administrations are about 30 GBq (I-131 ablation of
+#: metastatic DTC, EANM 2008 guidelines) and whole-body masses are below 300 kg.
+MAX_ADMINISTERED_MBQ = 100_000.0
+MIN_ADMINISTERED_MBQ = 1.0
+MAX_REGION_MASS_G = 300_000.0
+MAX_TIME_H = 24.0 * 365.0
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class Patient(_Strict):
+    id: str = Field(min_length=1, description="Pseudonymous patient identifier (never a name).")
+    sex: Literal["male", "female", "other", "unknown"] | None = None
+    mass_kg: float | None = Field(default=None, gt=0, le=400)
+    height_cm: float | None = Field(default=None, gt=0, le=260)
+    birth_year: int | None = Field(default=None, ge=1900, le=2100)
+
+
+class Administration(_Strict):
+    activity_mbq: float = Field(gt=0, description="Administered activity (MBq), residual-corrected.")
+    activity_uncertainty_pct: float = Field(
+        default=0.0, ge=0, le=100, description="Standard uncertainty of the administered activity (%)"
+    )
+    time: datetime | None = Field(default=None, description="Time of administration, with time zone.")
+    cycle: int = Field(default=1, ge=1)
+
+    @field_validator("activity_mbq")
+    @classmethod
+    def _plausible(cls, v: float) -> float:
+        if v > MAX_ADMINISTERED_MBQ:
+            raise ValueError(
+                f"{v:g} MBq is more than {MAX_ADMINISTERED_MBQ:g} MBq: is this in kBq or Bq? Give MBq"
+            )
+        if v < MIN_ADMINISTERED_MBQ:
+            raise ValueError(f"{v:g} MBq is implausibly small for a therapy: is this in GBq? Give MBq")
+        return v
+
+    @field_validator("time")
+    @classmethod
+    def _aware(cls, v: datetime | None) -> datetime | None:
+        if v is not None and (v.tzinfo is None or v.utcoffset() is None):
+            raise ValueError(f"'{v.isoformat()}' has no time zone; append e.g. +00:00")
+        return v
+
+
+class Measurement(_Strict):
+    time_h: float | None = Field(default=None, description="Hours after administration.")
+    time: datetime | None = Field(default=None, description="Clock time of the measurement, with time zone.")
+    activity_mbq: float = Field(description="Activity in the region at that time (MBq), not decay-corrected.")
+    uncertainty_pct: float | None = Field(default=None, ge=0, le=100, description="Standard uncertainty (%).")
+    uncertainty_mbq: float | None = Field(default=None, ge=0, description="Standard uncertainty (MBq).")
+
+    @model_validator(mode="after")
+    def _check(self) -> "Measurement":
+        if (self.time_h is None) == (self.time is None):
+            raise ValueError("give exactly one of time_h or time")
+        if self.time is not None and (self.time.tzinfo is None or self.time.utcoffset() is None):
+            raise ValueError(f"time '{self.time.isoformat()}' has no time zone; append e.g. +00:00")
+        if self.time_h is not None and not (0 < self.time_h <= MAX_TIME_H):
+            raise ValueError(f"time_h {self.time_h:g} must be after the administration (> 0) and within a year")
+        if not (self.activity_mbq > 0):
+            raise ValueError(f"activity_mbq must be > 0 (got {self.activity_mbq:g}); a region with no activity has no dose to fit")
+        if self.uncertainty_pct is not None and self.uncertainty_mbq is not None:
+            raise ValueError("give uncertainty_pct or uncertainty_mbq, not both")
+        return self
+
+
+class SinglePoint(_Strict):
+    """Single-time-point options for a region with one measurement."""
+
+    method: Literal["hanscheid", "madsen", "prior"] = "hanscheid"
+    effective_half_life_h: float | None = Field(default=None, gt=0)
+    effective_half_life_sd_h: float | None = Field(default=None, ge=0)
+
+
+class Region(_Strict):
+    kind: Literal["organ", "lesion"] = "organ"
+    mass_g: float | None = Field(default=None, gt=0)
+    volume_ml: float | None = Field(default=None, gt=0)
+    density_g_per_ml: float | None = Field(default=None, gt=0.1, lt=3.0)
+    mass_uncertainty_pct: float | None = Field(default=None, ge=0, le=100)
+    volume_uncertainty_pct: float | None = Field(default=None, ge=0, le=100)
+    measurements: list[Measurement] | None = None
+    tia_mbq_h: float | None = Field(default=None, gt=0, description="Time-integrated activity given directly (MBq h).")
+    tia_uncertainty_pct: float | None = Field(default=None, ge=0, le=100)
+    kinetics: str | None = Field(default=None, description="Kinetic model; default options.kinetics.")
+    single_point: SinglePoint | None = None
+    recovery_coefficient: float | None = Field(default=None, gt=0, le=1.5)
+    recovery_uncertainty: float | None = Field(default=None, ge=0)
+    tissue: str | None = Field(default=None, description="Radiobiology tissue (e.g. kidney); default from the name.")
+    effective_half_life_h: float | None = Field(
+        default=None, gt=0, description="For a given TIA: effective half-life used for the BED dose-rate shape."
+    )
+    semi_axes_ratio: tuple[float, float, float] | None = Field(
+        default=None, description="Ellipsoid axis ratios for the photon self-absorbed fraction (organs)."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> "Region":
+        if self.mass_g is None and self.volume_ml is None:
+            raise ValueError("give mass_g or volume_ml (with density_g_per_ml, default 1.0 for lesions, 1.04 for organs)")
+        if self.mass_g is not None and self.volume_ml is not None and self.density_g_per_ml is not None:
+            implied = self.mass_g / self.volume_ml
+            if abs(implied - self.density_g_per_ml) / self.density_g_per_ml > 0.05:
+                raise ValueError(
+                    f"mass_g / volume_ml = {implied:.3f} g/mL contradicts density_g_per_ml = {self.density_g_per_ml}"
+                )
+        mass = self.mass_g if self.mass_g is not None else self.volume_ml
+        if mass is not None and mass > MAX_REGION_MASS_G:
+            raise ValueError(f"{mass:g} g is larger than a whole body: is the mass in mg? Give grams")
+        has_meas = bool(self.measurements)
+        has_tia = self.tia_mbq_h is not None
+        if has_meas == has_tia:
+            raise ValueError("give either measurements or tia_mbq_h (exactly one)")
+        if self.measurements is not None and len(self.measurements) == 0:
+            raise ValueError("measurements is empty")
+        if has_tia and (self.kinetics or self.single_point):
+            raise ValueError("kinetics/single_point apply to measurements, not to a given tia_mbq_h")
+        if self.recovery_uncertainty is not None and self.recovery_coefficient is None:
+            raise ValueError("recovery_uncertainty given without recovery_coefficient")
+        return self
+
+
+class SValueTableOption(_Strict):
+    path: str
+    phantom: str = Field(min_length=1)
+    names: dict[str, str] = Field(default_factory=dict, description="Table region name -> case region name.")
+    default_uncertainty_pct: float = Field(default=10.0, ge=0, le=100)
+
+
+class Options(_Strict):
+    kinetics: str = Field(default="auto", description="Default kinetic model for regions with measurements.")
+    s_values: Literal["self_sphere", "table"] = "self_sphere"
+    s_value_table: SValueTableOption | None = None
+    uncertainty: bool = True
+    monte_carlo_samples: int = Field(default=2000, ge=0, le=200_000)
+    seed: int = 20180911
+    calibration_uncertainty_pct: float | None = Field(
+        default=None, ge=0, le=100,
+        description="Standard uncertainty of the activity calibration (%), common to all measurements.",
+    )
+    default_measurement_uncertainty_pct: float = Field(default=5.0, gt=0, le=100)
+    allow_below_physical: bool = False
+    include_progeny: bool = Field(default=False, description="Add short-lived progeny in equilibrium (e.g. Ra-223).")
+    organ_density_g_per_ml: float = Field(default=1.04, gt=0.1, lt=3.0)
+    lesion_density_g_per_ml: float = Field(default=1.0, gt=0.1, lt=3.0)
+
+    @model_validator(mode="after")
+    def _check(self) -> "Options":
+        if self.s_values == "table" and self.s_value_table is None:
+            raise ValueError("s_values: table needs s_value_table: {path, phantom}")
+        return self
+
+
+class PreviousCycleRegion(_Strict):
+    absorbed_dose_gy: float = Field(ge=0)
+    absorbed_dose_uncertainty_gy: float = Field(default=0.0, ge=0)
+    bed_gy: float | None = Field(default=None, ge=0)
+    bed_uncertainty_gy: float = Field(default=0.0, ge=0)
+
+
+class PreviousCycle(_Strict):
+    cycle: int = Field(ge=1)
+    date: str | None = None
+    activity_mbq: float | None = Field(default=None, gt=0)
+    regions: dict[str, PreviousCycleRegion]
+
+
+class Case(_Strict):
+    patient: Patient
+    radiopharmaceutical: str | None = None
+    nuclide: str | None = None
+    administration: Administration
+    regions: dict[str, Region] = Field(min_length=1)
+    options: Options = Field(default_factory=Options)
+    previous_cycles: list[PreviousCycle] = Field(default_factory=list)
+    notes: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "Case":
+        if not self.radiopharmaceutical and not self.nuclide:
+            raise ValueError("give radiopharmaceutical (e.g. Lu-177-DOTATATE) or nuclide (e.g. Lu-177)")
+        for name, r in self.regions.items():
+            if r.measurements and any(m.time is not None for m in r.measurements) and self.administration.time is None:
+                raise ValueError(
+                    f"regions.{name}: measurement times are clock times but administration.time is missing"
+                )
+        for c in self.previous_cycles:
+            if c.cycle >= self.administration.cycle:
+                raise ValueError(
+                    f"previous_cycles: cycle {c.cycle} is not before this administration's cycle {self.administration.cycle}"
+                )
+        return self
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in loc if not (isinstance(p, str) and p.startswith("function-")))
+
+
+def parse_case(data: Any, source: str = "<case>") -> Case:
+    """Validate a case document, converting pydantic errors into one clear :class:`InputError`."""
+    if not isinstance(data, dict):
+        raise InputError("a case must be a mapping (YAML/JSON object) at the top level", source=source)
+    try:
+        return Case.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = _format_loc(err["loc"]) or "(top level)"
+            msg = err["msg"]
+            if msg.startswith("Value error, "):
+                msg = msg[len("Value error, "):]
+            if err["type"] == "extra_forbidden":
+                msg = "unknown field (check spelling; see schemas/case.schema.json)"
+            lines.append(f"  {loc}: {msg}")
+        raise InputError("invalid case file:\n" + "\n".join(lines), source=source) from None
+
+
+def load_case(path: str | Path) -> tuple[Case, bytes]:
+    """Read and validate a YAML or JSON case file. Returns the case and the raw bytes (for the
+    input hash in the provenance)."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError("case file not found", source=str(p))
+    raw = p.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+        data = json.loads(text) if p.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise InputError(f"cannot parse file: {exc}", source=str(p)) from None
+    return parse_case(data, source=str(p)), raw
+
+
+def case_json_schema() -> dict:
+    """JSON Schema of the case file, generated from the models."""
+    schema = Case.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "mrtdose case file"
+    return schema
