@@ -88,7 +88,7 @@ def normalise_name(name: str) -> str:
     ('Lu-177', 'Lu-177', 'Tc-99m')
     """
     s = str(name).strip().replace(" ", "").replace("_", "-")
-    m = re.fullmatch(r"([A-Za-z]{1,2})-?(\d{1,3})([mn]?\d?)", s)
+    m = re.fullmatch(r"([A-Za-z]{1,2})-?(\d{1,3})([mnMN]?\d?)", s)
     if not m:
         m2 = re.fullmatch(r"(\d{1,3})([mn]?\d?)-?([A-Za-z]{1,2})", s)
         if not m2:
