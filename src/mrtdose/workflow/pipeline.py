@@ -26,7 +26,6 @@ from mrtdose.dose.svalues import (
 )
 from mrtdose.errors import FitError, InputError, MrtdoseError
 from mrtdose.kinetics import fitting, stp
-from mrtdose.kinetics.models import get_model
 from mrtdose.physics import radiobiology as rb
 from mrtdose.physics.decay import elapsed_hours
 from mrtdose.physics.nuclides import Nuclide, get_nuclide, resolve_radiopharmaceutical, with_progeny
@@ -190,7 +189,8 @@ def _kinetics(w: _RegionWork, case: Case, nuclide: Nuclide, rp_label: str) -> No
             w.warnings.append(f"{w.name}: effective half-life {teff:g} h from {source}")
         w.stp = res
         w.tia_nominal = float(res.tia_mbq_h)
-        w.kinetics_json = {"method": "single_time_point", **res.to_json()}
+        w.warnings.extend(f"{w.name}: {m}" for m in res.warnings)
+        w.kinetics_json = {**res.to_json(), "method": "single_time_point", "stp_method": res.method}
         return
     model = r.kinetics or case.options.kinetics
     try:
@@ -224,7 +224,7 @@ def _g_factor(w: _RegionWork, params: np.ndarray | None) -> float | None:
     if tissue is None:
         return None
     if w.fit is not None:
-        model = get_model(w.fit.model)
+        model = w.fit.model_object
         p = w.fit.params if params is None else params
         terms = model.exponential_terms(p)
         if terms is not None:
@@ -273,7 +273,7 @@ def run_case(
         if r.tissue:
             w.tissue = rb.get_tissue(r.tissue)
         else:
-            w.tissue = rb.tissue_for_region(name, r.kind)
+            w.tissue = rb.tissue_for_region(name, r.kind, radiopharmaceutical=rp_label)
         if r.recovery_coefficient is not None:
             w.rc = float(r.recovery_coefficient)
             w.rc_u = float(r.recovery_uncertainty or 0.0)
@@ -453,7 +453,7 @@ def run_case(
             "bed": None,
             "eqd2": None,
             "radiobiology": None,
-            "warnings": [m for m in w.warnings],
+            "warnings": [],
         }
         if w.rc != 1.0:
             reg["recovery_coefficient"] = {"value": w.rc, "uncertainty": w.rc_u, "unit": "1"}
@@ -471,9 +471,15 @@ def run_case(
                     "references": list(w.tissue.references),
                 }
             else:
-                reg["warnings"].append(
+                w.warnings.append(
                     f"{n}: BED not computed: no kinetics shape (give effective_half_life_h for a given TIA)"
                 )
+        else:
+            w.warnings.append(
+                f"{n}: no cited radiobiology parameters for this region; BED not reported "
+                "(set tissue: to one of the library's tissues to report it)"
+            )
+        reg["warnings"] = list(w.warnings)
         regions_out[n] = reg
         if mc is not None:
             mc_out[n] = {}
