@@ -98,3 +98,11 @@ def test_demo_runs(tmp_path):
     assert (tmp_path / "demo" / "results.json").is_file()
     assert (tmp_path / "demo" / "report.html").is_file()
     assert "report:" in r.stdout
+
+
+def test_schema_output_is_valid_json_on_a_narrow_terminal():
+    env = dict(os.environ, COLUMNS="40")
+    for which in ("case", "results"):
+        r = subprocess.run([*EXE, "schema", which], capture_output=True, text=True, env=env, timeout=120)
+        assert r.returncode == 0
+        json.loads(r.stdout)

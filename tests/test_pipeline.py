@@ -209,3 +209,31 @@ def test_results_validate_against_published_schema():
     res = load_and_run(REPO / "src" / "mrtdose" / "data" / "examples" / "lu177_dotatate" / "case.yaml").results
     schema = json.loads((REPO / "schemas" / "results.schema.json").read_text())
     jsonschema.validate(json.loads(json.dumps(res)), schema)
+
+
+def test_uncertainty_off_reports_null_not_zero():
+    doc = _mono_case()
+    doc["options"]["uncertainty"] = False
+    res = run_case(parse_case(doc)).results
+    assert res["regions"]["kidneys"]["absorbed_dose"]["uncertainty"] is None
+    assert "not computed" in res["methods"]["uncertainty"]
+
+
+def test_tiac_carries_administered_activity_uncertainty():
+    doc = _mono_case()
+    doc["administration"]["activity_uncertainty_pct"] = 3.0
+    k = run_case(parse_case(doc)).results["regions"]["kidneys"]
+    tiac = k["time_integrated_activity_coefficient"]
+    assert tiac["value"] == pytest.approx(k["time_integrated_activity"]["value"] / 7400, rel=1e-9)
+    assert tiac["components"]["administered activity"] == pytest.approx(0.03 * tiac["value"], rel=1e-3)
+
+
+def test_default_density_from_options():
+    doc = _mono_case()
+    r = doc["regions"]["kidneys"]
+    r.pop("mass_g")
+    r["volume_ml"] = 300.0
+    doc["options"]["organ_density_g_per_ml"] = 1.05
+    k = run_case(parse_case(doc)).results["regions"]["kidneys"]
+    assert k["mass"]["value"] == pytest.approx(315.0)
+    assert k["density_source"].startswith("default")

@@ -151,7 +151,7 @@ def nuclide(
         "notice": ICRP107_NOTICE,
     }
     if as_json:
-        out.print_json(data=data)
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
         return
     t = Table(title=f"{n.name}: T1/2 = {n.half_life_h:.4g} h ({n.half_life_h / 24:.4g} d)")
     t.add_column("radiation")
@@ -172,11 +172,11 @@ def schema(which: str = typer.Argument(..., help="'case' or 'results'.")) -> Non
     if which == "case":
         from mrtdose.workflow.case import case_json_schema
 
-        out.print_json(data=case_json_schema())
+        sys.stdout.write(json.dumps(case_json_schema(), indent=2) + "\n")
     elif which == "results":
         from importlib.resources import files
 
-        out.print(Path(str(files("mrtdose") / "schemas" / "results.schema.json")).read_text(encoding="utf-8"))
+        sys.stdout.write(Path(str(files("mrtdose") / "schemas" / "results.schema.json")).read_text(encoding="utf-8"))
     else:
         raise typer.BadParameter("choose 'case' or 'results'")
 

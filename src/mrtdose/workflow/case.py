@@ -45,6 +45,7 @@ class Administration(_Strict):
     )
     time: datetime | None = Field(default=None, description="Time of administration, with time zone.")
     cycle: int = Field(default=1, ge=1)
+    route: Literal["intravenous", "intra-arterial", "oral", "intracavitary", "other"] | None = None
 
     @field_validator("activity_mbq")
     @classmethod
@@ -120,7 +121,7 @@ class Region(_Strict):
     @model_validator(mode="after")
     def _check(self) -> "Region":
         if self.mass_g is None and self.volume_ml is None:
-            raise ValueError("give mass_g or volume_ml (with density_g_per_ml, default 1.0 for lesions, 1.04 for organs)")
+            raise ValueError("give mass_g or volume_ml (with density_g_per_ml; default options.organ_density_g_per_ml / lesion_density_g_per_ml, 1.03)")
         if self.mass_g is not None and self.volume_ml is not None and self.density_g_per_ml is not None:
             implied = self.mass_g / self.volume_ml
             if abs(implied - self.density_g_per_ml) / self.density_g_per_ml > 0.05:
@@ -164,8 +165,9 @@ class Options(_Strict):
     default_measurement_uncertainty_pct: float = Field(default=5.0, gt=0, le=100)
     allow_below_physical: bool = False
     include_progeny: bool = Field(default=False, description="Add short-lived progeny in equilibrium (e.g. Ra-223).")
-    organ_density_g_per_ml: float = Field(default=1.04, gt=0.1, lt=3.0)
-    lesion_density_g_per_ml: float = Field(default=1.0, gt=0.1, lt=3.0)
+    # ICRU Report 46 (1992) adult soft tissue: 1.03 g/cm^3; used when only a volume is given.
+    organ_density_g_per_ml: float = Field(default=1.03, gt=0.1, lt=3.0)
+    lesion_density_g_per_ml: float = Field(default=1.03, gt=0.1, lt=3.0)
 
     @model_validator(mode="after")
     def _check(self) -> "Options":

@@ -36,10 +36,6 @@ from mrtdose.workflow.provenance import provenance
 
 RESULTS_SCHEMA_VERSION = "1.0"
 
-#: ICRU Report 46 (1992) adult soft tissue density, g/cm^3, the default for organs and lesions
-#: when only a volume is given.
-SOFT_TISSUE_DENSITY_G_PER_ML = 1.03
-
 Progress = Callable[[str], None]
 
 
@@ -96,7 +92,8 @@ def _nuclide_for(case: Case) -> tuple[Nuclide, str]:
 
 def _geometry(name: str, r: Region, case: Case) -> tuple[float, float, float]:
     """Mass (g), its standard uncertainty (g) and density (g/mL)."""
-    density = r.density_g_per_ml or SOFT_TISSUE_DENSITY_G_PER_ML
+    default = case.options.lesion_density_g_per_ml if r.kind == "lesion" else case.options.organ_density_g_per_ml
+    density = r.density_g_per_ml or default
     if r.mass_g is not None:
         mass = r.mass_g
         pct = r.mass_uncertainty_pct if r.mass_uncertainty_pct is not None else (r.volume_uncertainty_pct or 0.0)
@@ -368,7 +365,7 @@ def run_case(
 
     out_names: list[str] = []
     for w in works:
-        out_names += [f"{w.name}/tia", f"{w.name}/dose", f"{w.name}/dose_per_gbq"]
+        out_names += [f"{w.name}/tia", f"{w.name}/tiac", f"{w.name}/dose", f"{w.name}/dose_per_gbq"]
         if w.tissue is not None:
             out_names += [f"{w.name}/bed", f"{w.name}/eqd2"]
 
@@ -392,7 +389,8 @@ def run_case(
                 m = x[f"{t.target}/mass"]
                 s = float(np.asarray(t.evaluate(m))[0]) * x[f"s_model/{t.model_component}"][0]
                 dose += tias[index[t.source]] * BQ_S_PER_MBQ_H * s
-            out += [tias[i], dose, dose / (admin_gbq * x["administered"][0])]
+            admin = x["administered"][0]
+            out += [tias[i], tias[i] / (1000.0 * admin_gbq * admin), dose, dose / (admin_gbq * admin)]
             if w.tissue is not None:
                 g = _g_factor(w, x[f"{w.name}/fit"] if w.fit is not None else None)
                 if g is None:
@@ -417,7 +415,7 @@ def run_case(
 
     def q(name: str, unit: str, method: str) -> Quantity:
         i = prop.index(name)
-        u = float(prop.std[i]) if opts.uncertainty else 0.0
+        u = float(prop.std[i]) if opts.uncertainty else math.nan  # reported as null, never as 0
         return Quantity(float(prop.value[i]), u, unit, method, prop.breakdown(name) if opts.uncertainty else {})
 
     # --- results document --------------------------------------------------------------------------
@@ -433,10 +431,13 @@ def run_case(
             "kind": w.kind,
             "mass": Quantity(w.mass_g, w.mass_u_g, "g", "given" if w.spec.mass_g is not None else "volume x density").to_json(),
             "density_g_per_ml": w.density,
+            "density_source": ("given" if w.spec.density_g_per_ml is not None
+                               else "mass / volume" if (w.spec.mass_g is not None and w.spec.volume_ml is not None)
+                               else f"default for {'lesions' if w.kind == 'lesion' else 'organs'} (options)"),
             "measurements": _measurements_json(w),
             "kinetics": w.kinetics_json,
             "time_integrated_activity": tia.to_json(),
-            "time_integrated_activity_coefficient": tia.scaled(1.0 / case.administration.activity_mbq, "h").to_json(),
+            "time_integrated_activity_coefficient": q(f"{n}/tiac", "h", "TIA / administered activity").to_json(),
             "s_values": [
                 {
                     "source": t.source,
@@ -460,14 +461,16 @@ def run_case(
         if w.tissue is not None:
             g = _g_factor(w, None)
             if g is not None and math.isfinite(prop.value[prop.index(f"{n}/bed")]):
-                reg["bed"] = q(f"{n}/bed", "Gy", "LQ model with Lea-Catcheside G for the fitted kinetics").to_json()
+                shape = (f"the fitted {w.fit.model} kinetics" if w.fit is not None
+                         else f"a mono-exponential with T_eff = {w.teff_h:g} h")
+                reg["bed"] = q(f"{n}/bed", "Gy", f"LQ model with Lea-Catcheside G for {shape}").to_json()
                 reg["eqd2"] = q(f"{n}/eqd2", "Gy", "EQD2 = BED / (1 + 2/(alpha/beta))").to_json()
                 reg["radiobiology"] = {
                     "tissue": w.tissue.name,
                     "alpha_beta_gy": w.tissue.alpha_beta_gy,
                     "repair_half_time_h": w.tissue.repair_half_time_h,
                     "g_factor": g,
-                    "dose_rate_shape": "the region's own activity time course (self-dose dominated)",
+                    "dose_rate_shape": f"{shape}: the region's own activity time course (self-dose dominated)",
                     "references": list(w.tissue.references),
                 }
             else:
@@ -513,13 +516,17 @@ def run_case(
         "s_values_lesions_description": lesion_source.description,
         "s_value_method_by_region": s_method_by_region,
         "cross_dose_included": cross_included,
-        "uncertainty": "law of propagation of uncertainty (GUM; EANM, Gear et al. 2018) with correlations"
-        + (f"; Monte Carlo check with {opts.monte_carlo_samples} samples (GUM Supplement 1)" if mc else ""),
+        "uncertainty": (
+            "law of propagation of uncertainty (GUM; EANM, Gear et al. 2018) with correlations"
+            + (f"; Monte Carlo check with {opts.monte_carlo_samples} samples (GUM Supplement 1)" if mc else "")
+        ) if opts.uncertainty else "not computed (options.uncertainty: false); uncertainties are null",
         "calibration_uncertainty_pct": opts.calibration_uncertainty_pct,
         "default_measurement_uncertainty_pct": opts.default_measurement_uncertainty_pct,
         "include_progeny": opts.include_progeny,
         "radiobiology": "linear-quadratic BED with Lea-Catcheside G-factor (Dale 1985); EQD2",
     }
+    if source_bytes is None:
+        warnings.append("the input was not read from a file: no input hash is recorded in the provenance")
     results = {
         "schema_version": RESULTS_SCHEMA_VERSION,
         "case": {
@@ -597,6 +604,7 @@ def _cumulative(case: Case, regions_out: dict[str, Any], works: list[_RegionWork
             "cycles": [c for c, _ in prev] + [case.administration.cycle],
             "absorbed_dose": Quantity(d, ud, "Gy", "sum over cycles").to_json(),
             "bed": None,
+            "eqd2": None,
         }
         if cur["bed"] is not None and all(p.bed_gy is not None for _, p in prev):
             b = cur["bed"]["value"] + sum(p.bed_gy for _, p in prev)  # type: ignore[misc]
