@@ -106,3 +106,15 @@ def test_schema_output_is_valid_json_on_a_narrow_terminal():
         r = subprocess.run([*EXE, "schema", which], capture_output=True, text=True, env=env, timeout=120)
         assert r.returncode == 0
         json.loads(r.stdout)
+
+
+def test_atomic_writer_leaves_usual_permissions(tmp_path):
+    from mrtdose.workflow.outputs import write_atomic
+
+    umask = os.umask(0o022)
+    try:
+        paths = write_atomic(tmp_path / "o", {"a.txt": b"x"})
+    finally:
+        os.umask(umask)
+    assert paths["a.txt"].read_bytes() == b"x"
+    assert paths["a.txt"].stat().st_mode & 0o777 == 0o644

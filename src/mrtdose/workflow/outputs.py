@@ -31,6 +31,8 @@ def write_atomic(directory: str | Path, files: Mapping[str, bytes]) -> dict[str,
     except OSError as exc:
         raise InputError(f"cannot create output directory: {exc.strerror}", source=str(d)) from None
     temps: dict[str, str] = {}
+    umask = os.umask(0)
+    os.umask(umask)
     try:
         for name, content in files.items():
             fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=d)
@@ -39,6 +41,7 @@ def write_atomic(directory: str | Path, files: Mapping[str, bytes]) -> dict[str,
                 f.write(content)
                 f.flush()
                 os.fsync(f.fileno())
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
         out = {}
         for name, tmp in temps.items():
             os.replace(tmp, d / name)
