@@ -1,7 +1,7 @@
 """Synthetic example cases with known truth (no patient data anywhere).
 
 :func:`lu177_dotatate_case` builds the bundled demo case: a virtual patient after 7.4 GBq
-Lu-177 DOTATATE, measured at 4, 24, 96 and 168 h (a common EANM schedule; Sjögreen Gleisner et
+Lu-177 DOTATATE, measured at 1, 4, 24, 96 and 168 h (an early point, then a common schedule; Sjögreen Gleisner et
 al. 2022, EJNMMI Physics 9:30 recommend late points to capture the clearance). Region kinetics are
 chosen to give absorbed doses per activity in the ranges reported for PRRT (kidneys about
 0.4-0.9 Gy/GBq, liver 0.1-0.5, spleen 0.4-1.3, NET lesions several Gy/GBq; Sandström et al. 2013,
@@ -25,7 +25,7 @@ import numpy as np
 import yaml
 
 LN2 = math.log(2.0)
-TIMES_H = (4.0, 24.0, 96.0, 168.0)
+TIMES_H = (1.0, 4.0, 24.0, 96.0, 168.0)
 
 #: Truth: A(t) = sum_i c_i exp(-ln2 t / T_i) in MBq (T in h), with uptake terms as negative c.
 TRUTH: dict[str, dict[str, Any]] = {
