@@ -106,3 +106,102 @@ def write_example(directory: str | Path, seed: int = 7) -> None:
 
 if __name__ == "__main__":
     write_example(sys.argv[1] if len(sys.argv) > 1 else ".")
+
+
+# --------------------------------------------------------------------------------------------
+# Voxel phantom (for voxel dosimetry): the same virtual patient as activity maps
+# --------------------------------------------------------------------------------------------
+
+#: Label values of the voxel phantom.
+PHANTOM_LABELS: dict[str, int] = {
+    "remainder": 1, "liver": 2, "kidney_left": 3, "kidney_right": 4, "spleen": 5,
+    "tumour_1": 6, "tumour_2": 7,
+}
+
+#: Region kinetics in the phantom: (fraction of the TRUTH amplitude carried, TRUTH key) or terms.
+_PHANTOM_TERMS: dict[str, list[tuple[float, float]]] = {
+    "remainder": [(900.0, 30.0), (-900.0, 0.3)],
+    "liver": TRUTH["liver"]["terms"],
+    "kidney_left": [(c / 2.0, t) for c, t in TRUTH["kidneys"]["terms"]],
+    "kidney_right": [(c / 2.0, t) for c, t in TRUTH["kidneys"]["terms"]],
+    "spleen": [(7000.0 * LN2 / 70.0, 70.0)],
+    "tumour_1": TRUTH["tumour_1"]["terms"],
+    "tumour_2": TRUTH["tumour_2"]["terms"],
+}
+
+
+def _ellipsoid(zz, yy, xx, centre_mm, semi_axes_mm) -> np.ndarray:
+    cz, cy, cx = centre_mm
+    az, ay, ax = semi_axes_mm
+    return ((zz - cz) / az) ** 2 + ((yy - cy) / ay) ** 2 + ((xx - cx) / ax) ** 2 <= 1.0
+
+
+def voxel_phantom(
+    shape: tuple[int, int, int] = (48, 64, 80),
+    voxel_mm: float = 4.8,
+    times_h: tuple[float, ...] = TIMES_H,
+    fwhm_mm: float = 0.0,
+    noise_pct: float = 0.0,
+    seed: int = 11,
+) -> dict[str, Any]:
+    """A labelled abdominal phantom with the demo patient's kinetics as activity maps.
+
+    Arrays are indexed [z, y, x] with isotropic voxels of ``voxel_mm``. Regions are ellipsoids
+    (body, liver, two kidneys, spleen) and spheres (tumour_1 of about 25 mL inside the liver,
+    tumour_2 of about 3 mL); each region's total activity follows its kinetics
+    (``_PHANTOM_TERMS``), spread uniformly over its voxels. Optional Gaussian blur of ``fwhm_mm``
+    (a crude stand-in for the camera resolution; issue 3 brings a SPECT simulation) and Gaussian
+    noise of ``noise_pct`` of each voxel's value.
+
+    Returns ``labels`` (int16), ``density_g_per_ml`` (ICRU 46 soft tissue 1.03 g/mL; lung-free
+    abdomen; bone omitted), ``activity_bq_per_ml`` (n_t, z, y, x), ``times_h``, ``voxel_mm``,
+    ``true_tia_mbq_h`` per region and ``region_voxels``.
+    """
+    from scipy import ndimage
+
+    nz, ny, nx = shape
+    zz, yy, xx = np.meshgrid(
+        (np.arange(nz) + 0.5) * voxel_mm, (np.arange(ny) + 0.5) * voxel_mm, (np.arange(nx) + 0.5) * voxel_mm,
+        indexing="ij",
+    )
+    Z, Y, X = nz * voxel_mm, ny * voxel_mm, nx * voxel_mm
+    labels = np.zeros(shape, dtype=np.int16)
+    body = _ellipsoid(zz, yy, xx, (Z / 2, Y / 2, X / 2), (Z * 0.48, Y * 0.42, X * 0.47))
+    labels[body] = PHANTOM_LABELS["remainder"]
+    organs = {
+        "liver": ((Z * 0.55, Y * 0.45, X * 0.30), (60.0, 55.0, 75.0)),
+        "kidney_left": ((Z * 0.45, Y * 0.62, X * 0.72), (50.0, 22.0, 27.0)),
+        "kidney_right": ((Z * 0.40, Y * 0.62, X * 0.28), (50.0, 22.0, 27.0)),
+        "spleen": ((Z * 0.62, Y * 0.55, X * 0.80), (45.0, 28.0, 25.0)),
+    }
+    for name, (c, a) in organs.items():
+        labels[_ellipsoid(zz, yy, xx, c, a) & body] = PHANTOM_LABELS[name]
+    r1 = (3.0 * 25.0e3 / (4.0 * np.pi)) ** (1 / 3)  # 25 mL sphere radius, mm
+    r2 = (3.0 * 3.0e3 / (4.0 * np.pi)) ** (1 / 3)   # 3 mL
+    labels[_ellipsoid(zz, yy, xx, (Z * 0.55, Y * 0.42, X * 0.30), (r1, r1, r1))] = PHANTOM_LABELS["tumour_1"]
+    labels[_ellipsoid(zz, yy, xx, (Z * 0.50, Y * 0.30, X * 0.55), (r2, r2, r2))] = PHANTOM_LABELS["tumour_2"]
+    voxel_ml = (voxel_mm / 10.0) ** 3
+    density = np.where(labels > 0, 1.03, 0.0012).astype(np.float32)  # air outside the body
+    counts = {n: int((labels == v).sum()) for n, v in PHANTOM_LABELS.items()}
+    rng = np.random.default_rng(seed)
+    maps = np.zeros((len(times_h),) + shape, dtype=np.float32)
+    for it, t in enumerate(times_h):
+        a = np.zeros(shape)
+        for name, v in PHANTOM_LABELS.items():
+            n = counts[name]
+            if n:
+                a[labels == v] = true_activity(_PHANTOM_TERMS[name], t) * 1e6 / (n * voxel_ml)  # Bq/mL
+        if fwhm_mm > 0:
+            a = ndimage.gaussian_filter(a, fwhm_mm / voxel_mm / (2.0 * math.sqrt(2.0 * math.log(2.0))), mode="constant")
+        if noise_pct > 0:
+            a = np.clip(a * (1.0 + noise_pct / 100.0 * rng.standard_normal(shape)), 0.0, None)
+        maps[it] = a
+    return {
+        "labels": labels,
+        "density_g_per_ml": density,
+        "activity_bq_per_ml": maps,
+        "times_h": tuple(times_h),
+        "voxel_mm": voxel_mm,
+        "true_tia_mbq_h": {n: true_tia(_PHANTOM_TERMS[n]) for n in PHANTOM_LABELS},
+        "region_voxels": counts,
+    }
