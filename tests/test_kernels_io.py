@@ -1,0 +1,254 @@
+"""Voxel kernel files: Lanconelli et al. 2012 tables (read from ../shared at test time, never
+copied into the repository) and NIfTI kernels; the VoxelKernel type."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from mrtdose.errors import InputError
+from mrtdose.imaging.kernels_io import (
+    expand_octant,
+    read_lanconelli_kernel,
+    read_nifti_kernel,
+    read_voxel_kernel,
+)
+from mrtdose.imaging.nifti import write_nifti
+from mrtdose.imaging.volume import Volume
+from mrtdose.physics.nuclides import J_PER_MEV, get_nuclide
+from mrtdose.physics.voxel_kernel_type import VoxelKernel
+
+from conftest import shared_path
+
+LANCONELLI = ("reference", "lanconelli2012_voxel_s_values")
+#: Soft-tissue density used for the Lanconelli tables, 1.04 g/mL (reference README).
+RHO_SOFT = 1.04
+
+
+def _energy_in_kernel_mev(k: VoxelKernel, rho_g_per_ml: float) -> float:
+    """sum(S) x voxel mass = energy absorbed inside the kernel per decay (J), in MeV."""
+    mass_kg = rho_g_per_ml * k.voxel_volume_ml * 1e-3
+    return k.total_gy_per_bq_s * mass_kg / J_PER_MEV
+
+
+def _file_rows(path):
+    lines = path.read_bytes().decode("latin-1").splitlines()[2:]
+    return [(int(a), int(b), int(c), float(s)) for a, b, c, s in (ln.split() for ln in lines if ln.strip())]
+
+
+# ---------------------------------------------------------------- Lanconelli reference files
+
+
+def test_lu177_48mm_soft_structure_and_symmetry():
+    p = shared_path(*LANCONELLI, "177Lu4.8mmsoft.txt")
+    k = read_lanconelli_kernel(p)
+    assert k.shape == (11, 11, 11) and k.half_width_voxels == (5, 5, 5)
+    assert k.voxel_size_mm == (4.8, 4.8, 4.8)
+    assert (k.nuclide, k.medium) == ("Lu-177", "soft_tissue")
+    a = k.array_gy_per_bq_s
+    for axis in range(3):  # a point source in a homogeneous medium: mirror symmetric
+        np.testing.assert_array_equal(a, np.flip(a, axis=axis))
+    np.testing.assert_array_equal(a, a.transpose(2, 1, 0))  # cubic voxels: axes interchangeable
+
+
+def test_lu177_every_file_entry_lands_on_its_eight_mirror_voxels():
+    p = shared_path(*LANCONELLI, "177Lu4.8mmsoft.txt")
+    a = read_lanconelli_kernel(p).array_gy_per_bq_s
+    rows = _file_rows(p)
+    assert len(rows) == 216
+    for i, j, kk, s in rows:
+        for si in (-1, 1):
+            for sj in (-1, 1):
+                for sk in (-1, 1):
+                    # i -> x (last array axis), j -> y, k -> z; mGy/(MBq s) x 1e-9 = Gy/(Bq s)
+                    assert a[5 + sk * kk, 5 + sj * j, 5 + si * i] == pytest.approx(s * 1e-9, rel=1e-15)
+    # the centre: the file's (0, 0, 0) entry, 1.78E-01 mGy/(MBq s) = 1.78e-10 Gy/(Bq s)
+    assert rows[0][:3] == (0, 0, 0)
+    assert read_lanconelli_kernel(p).centre_gy_per_bq_s == pytest.approx(rows[0][3] * 1e-9, rel=1e-15)
+    assert read_lanconelli_kernel(p).centre_gy_per_bq_s == pytest.approx(1.78e-10, rel=1e-12)
+
+
+def test_lu177_energy_balance():
+    """Energy check (ICRP-107 via mrtdose.physics.nuclides; reference README):
+
+    sum(S) x m_voxel (m = 1.04 g/mL x 0.48^3 mL) is the energy absorbed in the 11^3 box per
+    decay. Lu-177 betas (mean 0.1333 MeV, max range ~2 mm) are absorbed well inside the 26 mm
+    half-width, and at most all photon energy (0.035 MeV) can add to it, so the total must lie in
+    [0.99 E_beta, E_beta + E_photon]. The README further states it is 0.96 (+-0.01) of the full
+    non-penetrating energy (beta 0.1333 + conversion 0.0135 + Auger 0.0011 = 0.1479 MeV), i.e. the
+    tables carry the beta spectrum but not the conversion and Auger electrons. Observed: 0.1422 MeV.
+    """
+    k = read_lanconelli_kernel(shared_path(*LANCONELLI, "177Lu4.8mmsoft.txt"))
+    e = get_nuclide("Lu-177").energy_per_decay_mev
+    absorbed = _energy_in_kernel_mev(k, RHO_SOFT)
+    assert 0.99 * e["beta-"] <= absorbed <= e["beta-"] + e["gamma"] + e["X"]
+    nonpen = e["beta-"] + e["IE"] + e["auger"]
+    assert absorbed / nonpen == pytest.approx(0.96, abs=0.01)
+    # centre voxel: ~0.96 of the beta energy per voxel mass (README), the rest escapes the voxel
+    centre_mev = k.centre_gy_per_bq_s * RHO_SOFT * k.voxel_volume_ml * 1e-3 / J_PER_MEV
+    assert centre_mev / e["beta-"] == pytest.approx(0.96, abs=0.01)
+
+
+def test_y90_energy_balance_within_one_percent():
+    """Y-90 at 4.8 mm, soft tissue: the betas (mean 0.933 MeV, CSDA range < 12 mm) are all absorbed
+    within the 26 mm half-width box and photons are negligible (1e-6 MeV), so sum(S) x m equals
+    the electron energy per decay to about 1 % (README; bremsstrahlung escape ~1 %)."""
+    k = read_lanconelli_kernel(shared_path(*LANCONELLI, "90Y4.8mmsoft.txt"))
+    e = get_nuclide("Y-90").energy_per_decay_mev
+    electrons = e["beta-"] + e["IE"] + e["auger"]
+    assert _energy_in_kernel_mev(k, RHO_SOFT) == pytest.approx(electrons, rel=0.01)
+
+
+def test_bone_tables_without_unit_header_read():
+    # The 4.8 mm bone files have a header 'i j k' only; the database's unit applies (said in the description).
+    k = read_lanconelli_kernel(shared_path(*LANCONELLI, "90Y4.8mmbone.txt"))
+    assert k.medium == "cortical_bone" and "header without unit" in k.description
+    k2 = read_lanconelli_kernel(shared_path(*LANCONELLI, "90Y4.42mmbone.txt"))  # 'MBq\xfas' header variant
+    assert k2.voxel_size_mm == (4.42, 4.42, 4.42) and "header without unit" not in k2.description
+
+
+def test_voxel_size_argument_must_agree_with_file():
+    p = shared_path(*LANCONELLI, "177Lu4.8mmsoft.txt")
+    assert read_lanconelli_kernel(p, voxel_size_mm=4.8).voxel_size_mm == (4.8, 4.8, 4.8)
+    with pytest.raises(InputError, match="voxel_size_mm disagrees"):
+        read_lanconelli_kernel(p, voxel_size_mm=5.0)
+    with pytest.raises(InputError, match="nuclide disagrees"):
+        read_lanconelli_kernel(p, nuclide="Y-90")
+
+
+# ---------------------------------------------------------------- synthetic tables (parser)
+
+
+def _table(tmp_path, name, octant_fn, n=3, title="Lu177 - 3mm - Soft tissue", header="i\tj\tk\tS [mGy/(MBq\xb7s)]",
+           drop=0):
+    rows = [f"{i}\t{j}\t{k}\t{octant_fn(i, j, k):.6E}" for i in range(n) for j in range(n) for k in range(n)]
+    rows = rows[: len(rows) - drop]
+    p = tmp_path / name
+    p.write_bytes(("\r\n".join([title + "\t\t\t", header] + rows) + "\r\n").encode("latin-1"))
+    return p
+
+
+def test_axis_mapping_with_asymmetric_synthetic_octant(tmp_path):
+    # made-up values, different along each axis, to pin i -> x, j -> y, k -> z
+    p = _table(tmp_path, "177Lu3mmsoft.txt", lambda i, j, k: 1.0 + 100 * i + 10 * j + k)
+    kern = read_lanconelli_kernel(p)
+    a = kern.array_gy_per_bq_s
+    assert a.shape == (5, 5, 5)
+    assert a[2, 2, 4] == pytest.approx(201e-9)  # x offset +2 (i = 2)
+    assert a[2, 0, 2] == pytest.approx(21e-9)  # y offset -2 (j = 2)
+    assert a[3, 2, 2] == pytest.approx(2e-9)  # z offset +1 (k = 1)
+    np.testing.assert_array_equal(a, np.flip(a, axis=0))
+
+
+def test_expand_octant_by_hand():
+    o = np.arange(8.0).reshape(2, 2, 2)  # [k, j, i]
+    full = expand_octant(o)
+    assert full.shape == (3, 3, 3)
+    assert full[1, 1, 1] == o[0, 0, 0] and full[0, 2, 1] == o[1, 1, 0] and full[2, 1, 0] == o[1, 0, 1]
+
+
+def test_truncated_table_is_refused(tmp_path):
+    p = _table(tmp_path, "177Lu3mmsoft.txt", lambda i, j, k: 1.0, drop=2)
+    with pytest.raises(InputError, match="2 of 27 .* missing") as ei:
+        read_lanconelli_kernel(p)
+    assert ei.value.source == str(p)
+
+
+def test_malformed_tables(tmp_path):
+    with pytest.raises(InputError, match="not mGy/\\(MBq s\\)"):
+        read_lanconelli_kernel(_table(tmp_path, "177Lu3mmsoft.txt", lambda *a: 1.0, header="i\tj\tk\tS [Gy/(Bq s)]"))
+    with pytest.raises(InputError, match="header"):
+        read_lanconelli_kernel(_table(tmp_path, "177Lu3mmsoft.txt", lambda *a: 1.0, header="x y z value"))
+    p = _table(tmp_path, "177Lu3mmsoft.txt", lambda *a: 1.0)
+    p.write_bytes(p.read_bytes() + b"0\t0\tzero\t1.0\r\n")
+    with pytest.raises(InputError, match="line 30"):
+        read_lanconelli_kernel(p)
+    with pytest.raises(InputError, match="voxel_size_mm disagrees"):
+        read_lanconelli_kernel(_table(tmp_path, "177Lu4mmsoft.txt", lambda *a: 1.0))  # title says 3 mm
+    with pytest.raises(InputError, match="too short"):
+        (tmp_path / "e.txt").write_bytes(b"")
+        read_lanconelli_kernel(tmp_path / "e.txt")
+
+
+def test_table_without_metadata_needs_arguments(tmp_path):
+    p = _table(tmp_path, "mykernel.txt", lambda *a: 2.0, title="my kernel")
+    with pytest.raises(InputError, match="voxel size"):
+        read_lanconelli_kernel(p)
+    k = read_lanconelli_kernel(p, voxel_size_mm=3.0, nuclide="177Lu", medium="soft_tissue")
+    assert (k.nuclide, k.voxel_size_mm, k.centre_gy_per_bq_s) == ("Lu-177", (3.0, 3.0, 3.0), pytest.approx(2e-9))
+
+
+# ---------------------------------------------------------------- NIfTI kernels
+
+
+def _nifti_kernel(tmp_path, array, sidecar: dict | None, spacing=(2.0, 2.0, 3.0), name="k.nii.gz"):
+    v = Volume(array=array, spacing_mm=spacing, unit="1")
+    p = tmp_path / name
+    p.write_bytes(write_nifti(v, compress=True))
+    if sidecar is not None:
+        (tmp_path / "k.json").write_text(json.dumps(sidecar))
+    return p
+
+
+def test_nifti_kernel_units_and_voxel_size(tmp_path):
+    a = np.zeros((3, 5, 7))
+    a[1, 2, 3] = 0.5
+    a[1, 2, 4] = 0.25  # +x neighbour
+    p = _nifti_kernel(tmp_path, a, {"unit": "mGy/(MBq s)", "nuclide": "lu177", "medium": "soft_tissue"})
+    k = read_voxel_kernel(p)
+    assert k.shape == (3, 5, 7) and k.voxel_size_mm == (2.0, 2.0, 3.0)
+    assert k.centre_gy_per_bq_s == pytest.approx(0.5e-9) and k.array_gy_per_bq_s[1, 2, 4] == pytest.approx(0.25e-9)
+    assert k.nuclide == "Lu-177" and k.matches_spacing((2.0, 2.0, 3.0)) and not k.matches_spacing((2.0, 2.0, 2.0))
+    (tmp_path / "k.json").write_text(json.dumps({"unit": "mGy/(MBq h)", "nuclide": "Lu-177", "medium": "water"}))
+    assert read_nifti_kernel(p).centre_gy_per_bq_s == pytest.approx(0.5 * 1e-3 / 3.6e9)
+
+
+def test_nifti_kernel_errors(tmp_path):
+    a = np.ones((3, 3, 3))
+    p = _nifti_kernel(tmp_path, a, None)
+    with pytest.raises(InputError, match="kernel unit unknown"):
+        read_nifti_kernel(p)
+    with pytest.raises(InputError, match="unknown kernel unit"):
+        read_nifti_kernel(p, {"unit": "Sv", "nuclide": "Lu-177", "medium": "water"})
+    with pytest.raises(InputError, match="nuclide and medium not given"):
+        read_nifti_kernel(p, {"unit": "Gy/(Bq s)"})
+    with pytest.raises(InputError, match="nuclide disagrees"):
+        read_nifti_kernel(p, {"unit": "Gy/(Bq s)", "nuclide": "Y-90", "medium": "water"}, nuclide="Lu-177")
+    even = _nifti_kernel(tmp_path, np.ones((3, 4, 3)), None, name="even.nii.gz")
+    with pytest.raises(InputError, match="odd") as ei:
+        read_nifti_kernel(even, {"unit": "Gy/(Bq s)", "nuclide": "Lu-177", "medium": "water"})
+    assert ei.value.source == str(even)
+    neg = _nifti_kernel(tmp_path, -np.ones((3, 3, 3)), None, name="neg.nii.gz")
+    with pytest.raises(InputError, match=">= 0"):
+        read_nifti_kernel(neg, {"unit": "Gy/(Bq s)", "nuclide": "Lu-177", "medium": "water"})
+    cut = tmp_path / "cut.nii.gz"
+    cut.write_bytes(p.read_bytes()[:60])
+    with pytest.raises(InputError, match="cut.nii.gz"):
+        read_nifti_kernel(cut, {"unit": "Gy/(Bq s)", "nuclide": "Lu-177", "medium": "water"})
+    with pytest.raises(InputError, match="unknown kernel format"):
+        read_voxel_kernel(tmp_path / "k.dcm")
+
+
+# ---------------------------------------------------------------- the type
+
+
+def test_voxel_kernel_type():
+    xyz = np.zeros((5, 3, 1))  # [x, y, z]
+    xyz[4, 1, 0] = 1.0
+    k = VoxelKernel.from_xyz_array(xyz, voxel_size_mm=(1.0, 2.0, 3.0), nuclide="Lu-177", medium="water", source="test")
+    assert k.shape == (1, 3, 5) and k.array_gy_per_bq_s[0, 1, 4] == 1.0 and k.half_width_voxels == (2, 1, 0)
+    assert k.voxel_volume_ml == pytest.approx(0.006)
+    with pytest.raises(ValueError):
+        k.array_gy_per_bq_s[0, 0, 0] = 1.0
+    for bad, match in [
+        (dict(array_gy_per_bq_s=np.ones((2, 3, 3))), "odd"),
+        (dict(array_gy_per_bq_s=np.full((3, 3, 3), np.nan)), "NaN"),
+        (dict(voxel_size_mm=(1.0, 0.0, 1.0)), "positive"),
+        (dict(nuclide=""), "nuclide"),
+    ]:
+        kw = dict(array_gy_per_bq_s=np.ones((3, 3, 3)), voxel_size_mm=(1.0, 1.0, 1.0), nuclide="Lu-177", medium="w", source="t")
+        kw.update(bad)
+        with pytest.raises(InputError, match=match):
+            VoxelKernel(**kw)
