@@ -177,7 +177,7 @@ def test_demo_case_recovers_truth_and_mc_agrees():
     d = REPO / "src" / "mrtdose" / "data" / "examples" / "lu177_dotatate"
     case, raw = load_case(d / "case.yaml")
     truth = json.loads((d / "truth.json").read_text())
-    res = run_case(case, source_bytes=raw, source_name="case.yaml").results
+    res = run_case(case, source_bytes=raw, source_name="case.yaml", base_dir=d).results
     for name, t in truth["regions"].items():
         tia = res["regions"][name]["time_integrated_activity"]
         assert abs(tia["value"] - t["tia_mbq_h"]) < 3 * tia["uncertainty"], name
@@ -196,10 +196,18 @@ def test_bundled_example_is_reproducible(tmp_path):
     """The bundled example files are exactly what mrtdose.workflow.synthetic generates."""
     from mrtdose.workflow.synthetic import write_example
 
+    from mrtdose.imaging.nifti import read_nifti
+
     write_example(tmp_path)
     d = REPO / "src" / "mrtdose" / "data" / "examples" / "lu177_dotatate"
     for f in ("case.yaml", "truth.json"):
         assert (tmp_path / f).read_text() == (d / f).read_text(), f
+    shipped = sorted(p.name for p in (d / "maps").glob("*.nii.gz"))
+    assert shipped == sorted(p.name for p in (tmp_path / "maps").glob("*.nii.gz"))
+    for name in shipped:  # gzip headers carry a time stamp: compare the images, not the bytes
+        a, b = read_nifti(d / "maps" / name), read_nifti(tmp_path / "maps" / name)
+        assert np.array_equal(a.array, b.array) and a.same_grid(b) and a.unit == b.unit, name
+        assert a.acquisition_time == b.acquisition_time, name
 
 
 def test_results_validate_against_published_schema():

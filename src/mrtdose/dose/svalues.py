@@ -15,11 +15,13 @@ Sources provided here:
   the region's mass and density, computed by :mod:`mrtdose.dose.spheres`.
 * :class:`SphereModelSource` (``sphere``): the sphere model for lesions; electrons and photons both
   through absorbed fractions of a sphere of the lesion's mass.
+* :class:`PatientSpecificSource` (``patient_specific``): S(target <- source) for the regions of
+  a label map, from uniform unit activity in each source region convolved with a voxel kernel
+  in the patient's own anatomy (:func:`mrtdose.dose.voxel.patient_specific_s_values`); every
+  term scales as 1/m with the target mass (the energy absorbed is fixed by the anatomy).
 * :class:`TableSource` (``table``): a user CSV of S-values for a named phantom with reference
   masses; self-dose terms are mass-scaled to the patient (see :func:`mass_scaled_self_s`),
   cross-dose terms are used as tabulated.
-
-Later layers add patient-specific S-values from images.
 """
 
 from __future__ import annotations
@@ -310,3 +312,47 @@ class TableSource(SValueSource):
 
     def covered(self) -> set[str]:
         return {e.target.lower() for e in self.entries if e.target.lower() == e.source.lower()}
+
+
+class PatientSpecificSource(SValueSource):
+    """S-values computed in the patient's own anatomy (voxel kernel convolution), with cross-dose.
+
+    ``s_matrix[t, s]`` is S(t <- s) in Gy/(Bq s) for ``names``; ``masses_g`` the masses of the
+    regions in the image. A term evaluated at another target mass m (e.g. the case's mass with
+    its uncertainty) is scaled by m_image / m: the energy imparted is fixed by the anatomy and
+    the dose is energy / mass (ICRU Report 85).
+    """
+
+    name = "patient_specific"
+    provides_cross_dose = True
+
+    def __init__(self, names: Sequence[str], s_matrix: np.ndarray, masses_g: np.ndarray,
+                 model_uncertainty_rel: float, kernel_description: str = ""):
+        self.names = list(names)
+        self.s = np.asarray(s_matrix, dtype=float)
+        self.masses = np.asarray(masses_g, dtype=float)
+        self.model_uncertainty_rel = float(model_uncertainty_rel)
+        self.description = (
+            "patient-specific S-values: uniform activity in each labelled region convolved with the voxel "
+            "kernel in the patient's anatomy (MIRD Pamphlet 17), self- and cross-dose"
+        )
+        self.kernel_description = kernel_description
+
+    def terms(self, nuclide: Nuclide, regions: Sequence[RegionGeometry]) -> list[SValueTerm]:
+        idx = {n: i for i, n in enumerate(self.names)}
+        present = [r for r in regions if r.name in idx]
+        out = []
+        for t in present:
+            for s in present:
+                i, j = idx[t.name], idx[s.name]
+                val, m_img = float(self.s[i, j]), float(self.masses[i])
+                fn = (lambda v, m0: (lambda m: v * m0 / np.asarray(m, dtype=float)))(val, m_img)
+                out.append(SValueTerm(
+                    target=t.name, source=s.name,
+                    method="patient-specific (voxel kernel convolution)" + ("" if t.name != s.name else ", self-dose"),
+                    evaluate=fn, nominal_mass_g=t.mass_g, model_component="S-value model (patient-specific)",
+                    model_uncertainty_rel=self.model_uncertainty_rel, mass_dependent=True,
+                    details={"image_mass_g": m_img, "s_at_image_mass_gy_per_bq_s": val},
+                    references=("Bolch WE et al. MIRD Pamphlet No. 17. J Nucl Med 1999;40:11S-36S",),
+                ))
+        return out

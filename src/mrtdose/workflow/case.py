@@ -153,7 +153,7 @@ class SValueTableOption(_Strict):
 
 class Options(_Strict):
     kinetics: str = Field(default="auto", description="Default kinetic model for regions with measurements.")
-    s_values: Literal["self_sphere", "table"] = "self_sphere"
+    s_values: Literal["self_sphere", "table", "patient_specific"] = "self_sphere"
     s_value_table: SValueTableOption | None = None
     uncertainty: bool = True
     monte_carlo_samples: int = Field(default=2000, ge=0, le=200_000)
@@ -190,6 +190,49 @@ class PreviousCycle(_Strict):
     regions: dict[str, PreviousCycleRegion]
 
 
+class VoxelMap(_Strict):
+    """One quantitative activity map (NIfTI + JSON sidecar with unit and acquisition time)."""
+
+    file: str
+    time_h: float | None = Field(default=None, gt=0, description="Hours after administration; default from the sidecar's acquisition time.")
+
+
+class VoxelLabels(_Strict):
+    file: str = Field(description="Integer label map (NIfTI) on the activity maps' grid.")
+    regions: dict[str, list[int] | int] = Field(
+        min_length=1, description="Region name -> label value(s) in the map (e.g. kidneys: [3, 4])."
+    )
+
+
+class VoxelKernelOption(_Strict):
+    file: str | None = Field(default=None, description="User kernel (Lanconelli text or NIfTI); default: computed.")
+    medium: str = Field(default="soft_tissue", description="Medium of the computed kernel.")
+    reference_density_g_per_ml: float | None = Field(
+        default=None, gt=0.1, lt=3.0, description="Density the kernel is for; default the medium's (computed) or 1.0 (file)."
+    )
+
+
+class VoxelOptions(_Strict):
+    """Voxel dosimetry from activity maps (kernel convolution), beside the organ-level results."""
+
+    activity_maps: list[VoxelMap] = Field(min_length=1)
+    labels: VoxelLabels
+    density: str | None = Field(default=None, description="Density map (g/mL, NIfTI); default options.organ_density_g_per_ml.")
+    kernel: VoxelKernelOption = Field(default_factory=VoxelKernelOption)
+    engine: Literal["kernel_convolution", "local_deposition"] = "kernel_convolution"
+    route: Literal["voxel_kinetics", "dose_rate_integration"] = Field(
+        default="voxel_kinetics",
+        description="voxel_kinetics: TIA map (voxel fits) then one convolution; dose_rate_integration: convolve each map, integrate dose rates.",
+    )
+    kinetics: Literal["mono_exp", "trapezoid", "region_scaled"] = "mono_exp"
+    density_correction: bool = True
+    dvh_thresholds_gy: list[float] = Field(default_factory=lambda: [2.0, 5.0, 10.0, 20.0, 23.0, 40.0])
+    patient_specific_s_values: bool = Field(
+        default=True, description="Compute S(target <- source) for the labelled regions by convolution."
+    )
+    outputs: list[Literal["rtdose", "nifti", "dvh_csv"]] = Field(default_factory=lambda: ["rtdose", "nifti", "dvh_csv"])
+
+
 class Case(_Strict):
     patient: Patient
     radiopharmaceutical: str | None = None
@@ -198,6 +241,7 @@ class Case(_Strict):
     regions: dict[str, Region] = Field(min_length=1)
     options: Options = Field(default_factory=Options)
     previous_cycles: list[PreviousCycle] = Field(default_factory=list)
+    voxel: VoxelOptions | None = None
     notes: str | None = None
 
     @model_validator(mode="after")
@@ -208,6 +252,25 @@ class Case(_Strict):
             if r.measurements and any(m.time is not None for m in r.measurements) and self.administration.time is None:
                 raise ValueError(
                     f"regions.{name}: measurement times are clock times but administration.time is missing"
+                )
+        if self.options.s_values == "patient_specific" and (self.voxel is None or not self.voxel.patient_specific_s_values
+                                                             or self.voxel.engine != "kernel_convolution"):
+            raise ValueError(
+                "options.s_values: patient_specific needs a voxel block with kernel_convolution and patient_specific_s_values"
+            )
+        if self.voxel is not None:
+            seen: dict[int, str] = {}
+            for name, labs in self.voxel.labels.regions.items():
+                for lab in [labs] if isinstance(labs, int) else labs:
+                    if lab <= 0:
+                        raise ValueError(f"voxel.labels.regions.{name}: label {lab} must be > 0 (0 is background)")
+                    if lab in seen:
+                        raise ValueError(f"voxel.labels.regions: label {lab} is in both {seen[lab]} and {name}")
+                    seen[lab] = name
+            times = [m.time_h for m in self.voxel.activity_maps]
+            if any(t is None for t in times) and self.administration.time is None:
+                raise ValueError(
+                    "voxel.activity_maps without time_h take their time from the sidecar; administration.time is needed"
                 )
         for c in self.previous_cycles:
             if c.cycle >= self.administration.cycle:

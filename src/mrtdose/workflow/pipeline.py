@@ -17,6 +17,7 @@ import numpy as np
 
 from mrtdose.dose.mird import BQ_S_PER_MBQ_H
 from mrtdose.dose.svalues import (
+    PatientSpecificSource,
     RegionGeometry,
     SelfSphereSource,
     SphereModelSource,
@@ -67,9 +68,12 @@ class _RegionWork:
 
 @dataclass(frozen=True)
 class CaseResult:
-    """The JSON-able results document (see ``schemas/results.schema.json``)."""
+    """The JSON-able results document (see ``schemas/results.schema.json``), the extra output
+    files (name -> bytes: dose maps, DVH CSV) and display data for the report (image slices)."""
 
     results: dict[str, Any]
+    files: dict[str, bytes] = field(default_factory=dict)
+    display: dict[str, Any] = field(default_factory=dict)
 
 
 def _nuclide_for(case: Case) -> tuple[Nuclide, str]:
@@ -235,8 +239,14 @@ def _g_factor(w: _RegionWork, params: np.ndarray | None) -> float | None:
     return None
 
 
-def _s_source(case: Case, base_dir: Path | None) -> SValueSource:
+def _s_source(case: Case, base_dir: Path | None, voxel_step: Any = None) -> SValueSource:
     o = case.options
+    if o.s_values == "patient_specific":
+        from mrtdose.workflow.voxel import PATIENT_S_MODEL_UNCERTAINTY_REL
+
+        assert voxel_step is not None and voxel_step.s_matrix is not None
+        return PatientSpecificSource(voxel_step.region_names, voxel_step.s_matrix, voxel_step.s_masses_g,
+                                     PATIENT_S_MODEL_UNCERTAINTY_REL, voxel_step.kernel_json.get("description", ""))
     if o.s_values == "table":
         assert o.s_value_table is not None
         p = Path(o.s_value_table.path)
@@ -295,9 +305,16 @@ def run_case(
             "(EANM recommends including it; typically 2-5 %)"
         )
 
+    # --- voxel dosimetry (phase 1: maps, kernel, dose map, patient-specific S) ------------------
+    voxel_step = None
+    if case.voxel is not None:
+        from mrtdose.workflow import voxel as voxel_wf
+
+        voxel_step = voxel_wf.prepare(case, nuclide, base_dir, say)
+
     # --- S-values -----------------------------------------------------------------------------
     say("S-values")
-    organ_source = _s_source(case, base_dir)
+    organ_source = _s_source(case, base_dir, voxel_step)
     lesion_source = SphereModelSource()
     geoms = {
         w.name: RegionGeometry(w.name, w.kind, w.mass_g, w.density, "soft_tissue",
@@ -310,12 +327,12 @@ def run_case(
     s_method_by_region: dict[str, str] = {}
     if organs:
         terms.extend(organ_source.terms(nuclide, organs))
-        if isinstance(organ_source, TableSource):
+        if isinstance(organ_source, (TableSource, PatientSpecificSource)):
             covered = {t.target for t in terms if t.target == t.source}
             missing = [g for g in organs if g.name not in covered]
             if missing:
                 warnings.append(
-                    "regions not in the S-value table use self_sphere self-dose: "
+                    f"regions not covered by the {organ_source.name} S-values use self_sphere self-dose: "
                     + ", ".join(g.name for g in missing)
                 )
                 terms.extend(SelfSphereSource().terms(nuclide, missing))
@@ -504,12 +521,20 @@ def run_case(
                         )
 
     cumulative = _cumulative(case, regions_out, works)
+    voxel_json, files, display = None, {}, {}
+    if voxel_step is not None:
+        from mrtdose.workflow import voxel as voxel_wf
+
+        voxel_json, files = voxel_wf.finish(voxel_step, case, regions_out, say)
+        display = {"voxel": voxel_wf.slices_for_report(voxel_step)}
+        warnings.extend(voxel_json["warnings"])
     for w in works:
         warnings.extend(w.warnings)
 
     methods = {
         "kinetics_default": opts.kinetics,
         "kinetics_by_region": {w.name: _kinetics_method_text(w) for w in works},
+        "voxel_dosimetry": (f"{voxel_step.dose.route} with {voxel_step.dose.engine}" if voxel_step is not None else None),
         "s_values_organs": organ_source.name,
         "s_values_organs_description": organ_source.description,
         "s_values_lesions": lesion_source.name,
@@ -545,6 +570,7 @@ def run_case(
         },
         "regions": regions_out,
         "cumulative": cumulative,
+        "voxel": voxel_json,
         "uncertainty": {
             "method": methods["uncertainty"],
             "coverage": "standard uncertainty, k=1",
@@ -560,7 +586,7 @@ def run_case(
         "warnings": list(dict.fromkeys(warnings)),
         "provenance": provenance(source_bytes, source_name, methods),
     }
-    return CaseResult(results)
+    return CaseResult(results, files, display)
 
 
 def _f(x: float) -> float | None:

@@ -47,12 +47,35 @@ def true_tia(terms: list[tuple[float, float]]) -> float:
     return float(sum(c * T / LN2 for c, T in terms))
 
 
-def lu177_dotatate_case(seed: int = 7) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The demo case document and its truth."""
+#: Phantom regions making up each case region (the two kidneys are one region in the case).
+_CASE_TO_PHANTOM = {"kidneys": ("kidney_left", "kidney_right"), "liver": ("liver",), "tumour_1": ("tumour_1",),
+                    "tumour_2": ("tumour_2",), "spleen": ("spleen",)}
+#: Voxel maps of the demo: 4.8 mm voxels (a common Lu-177 SPECT matrix), 8 mm FWHM blur.
+DEMO_VOXEL_MM = 4.8
+DEMO_FWHM_MM = 8.0
+
+
+def _phantom_masses(phantom: dict[str, Any]) -> dict[str, float]:
+    v_ml = (phantom["voxel_mm"] / 10.0) ** 3
+    return {c: round(sum(phantom["region_voxels"][p] for p in parts) * v_ml * 1.03, 1)
+            for c, parts in _CASE_TO_PHANTOM.items()}
+
+
+def lu177_dotatate_case(seed: int = 7, phantom: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The demo case document and its truth. Organ masses and lesion volumes are those of the
+    voxel phantom (as if delineated on its CT), so the organ-level and voxel results describe
+    the same anatomy."""
     rng = np.random.default_rng(seed)
+    phantom = phantom or voxel_phantom(voxel_mm=DEMO_VOXEL_MM)
+    masses = _phantom_masses(phantom)
     regions: dict[str, Any] = {}
     truth: dict[str, Any] = {"regions": {}}
     for name, spec in TRUTH.items():
+        spec = {**spec}
+        if "mass_g" in spec:
+            spec["mass_g"] = masses[name]
+        else:
+            spec["volume_ml"] = round(masses[name] / 1.03, 2)
         times = (spec["single_time_h"],) if "single_time_h" in spec else TIMES_H
         rc, rc_u = spec.get("recovery", (1.0, 0.0))
         meas = []
@@ -74,7 +97,7 @@ def lu177_dotatate_case(seed: int = 7) -> tuple[dict[str, Any], dict[str, Any]]:
             r["single_point"] = {"method": "hanscheid"}
         regions[name] = r
         truth["regions"][name] = {"tia_mbq_h": true_tia(spec["terms"]), "terms": spec["terms"]}
-    regions["spleen"] = {"mass_g": 180.0, "mass_uncertainty_pct": 10.0, "tia_mbq_h": 7000.0,
+    regions["spleen"] = {"mass_g": masses["spleen"], "mass_uncertainty_pct": 10.0, "tia_mbq_h": 7000.0,
                          "tia_uncertainty_pct": 12.0, "effective_half_life_h": 70.0}
     case = {
         "patient": {"id": "SYNTH-001", "sex": "male", "mass_kg": 78},
@@ -96,16 +119,48 @@ def lu177_dotatate_case(seed: int = 7) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def write_example(directory: str | Path, seed: int = 7) -> None:
+    """Write case.yaml, truth.json and the voxel maps (maps/*.nii.gz with JSON sidecars)."""
+    from datetime import datetime, timedelta
+
+    from mrtdose.imaging.nifti import nifti_sidecar_bytes, sidecar_path_for, write_nifti
+    from mrtdose.imaging.volume import Volume
+
     d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
-    case, truth = lu177_dotatate_case(seed)
+    (d / "maps").mkdir(parents=True, exist_ok=True)
+    phantom = voxel_phantom(voxel_mm=DEMO_VOXEL_MM, fwhm_mm=DEMO_FWHM_MM)
+    case, truth = lu177_dotatate_case(seed, phantom)
+    admin = datetime.fromisoformat(case["administration"]["time"])
+    spacing = (DEMO_VOXEL_MM,) * 3
+    origin = tuple(-0.5 * n * DEMO_VOXEL_MM for n in phantom["labels"].shape[::-1])
+
+    def save(name: str, array: np.ndarray, unit: str, modality: str, when=None, desc: str = "") -> None:
+        vol = Volume(array=array, spacing_mm=spacing, origin_mm=origin, unit=unit, modality=modality,
+                     acquisition_time=when, description=desc)
+        (d / "maps" / name).write_bytes(write_nifti(vol, compress=True))
+        (sidecar_path_for(d / "maps" / name)).write_bytes(nifti_sidecar_bytes(vol))
+
+    maps = []
+    for t, a in zip(phantom["times_h"], phantom["activity_bq_per_ml"]):
+        name = f"activity_{int(t):03d}h.nii.gz"
+        save(name, a.astype(np.float32), "Bq/mL", "NM", admin + timedelta(hours=float(t)),
+             f"synthetic quantitative SPECT, {DEMO_FWHM_MM:g} mm FWHM blur, {t:g} h")
+        maps.append({"file": f"maps/{name}"})
+    save("labels.nii.gz", phantom["labels"].astype(np.int16), "1", "LABEL", desc="region labels")
+    save("density.nii.gz", phantom["density_g_per_ml"].astype(np.float32), "g/mL", "OT", desc="mass density")
+    labels = {c: [PHANTOM_LABELS[p] for p in parts] for c, parts in _CASE_TO_PHANTOM.items()}
+    case["voxel"] = {
+        "activity_maps": maps,
+        "labels": {"file": "maps/labels.nii.gz", "regions": labels},
+        "density": "maps/density.nii.gz",
+        "kernel": {"medium": "soft_tissue"},
+        "kinetics": "mono_exp",
+    }
+    truth["voxel_phantom"] = {"voxel_mm": DEMO_VOXEL_MM, "fwhm_mm": DEMO_FWHM_MM,
+                              "true_tia_mbq_h": phantom["true_tia_mbq_h"], "labels": PHANTOM_LABELS}
     header = "# Synthetic example case (mrtdose.workflow.synthetic, seed %d). Not patient data.\n" % seed
     (d / "case.yaml").write_text(header + yaml.safe_dump(case, sort_keys=False), encoding="utf-8")
     (d / "truth.json").write_text(json.dumps(truth, indent=2) + "\n", encoding="utf-8")
 
-
-if __name__ == "__main__":
-    write_example(sys.argv[1] if len(sys.argv) > 1 else ".")
 
 
 # --------------------------------------------------------------------------------------------
@@ -168,11 +223,13 @@ def voxel_phantom(
     labels = np.zeros(shape, dtype=np.int16)
     body = _ellipsoid(zz, yy, xx, (Z / 2, Y / 2, X / 2), (Z * 0.48, Y * 0.42, X * 0.47))
     labels[body] = PHANTOM_LABELS["remainder"]
+    # Semi-axes (mm) chosen so that the voxelised organs have about the reference adult masses
+    # (ICRP Publication 89: liver 1800 g, kidneys 310 g, spleen 150-180 g).
     organs = {
-        "liver": ((Z * 0.55, Y * 0.45, X * 0.30), (60.0, 55.0, 75.0)),
-        "kidney_left": ((Z * 0.45, Y * 0.62, X * 0.72), (50.0, 22.0, 27.0)),
-        "kidney_right": ((Z * 0.40, Y * 0.62, X * 0.28), (50.0, 22.0, 27.0)),
-        "spleen": ((Z * 0.62, Y * 0.55, X * 0.80), (45.0, 28.0, 25.0)),
+        "liver": ((Z * 0.55, Y * 0.45, X * 0.30), (71.0, 65.0, 89.0)),
+        "kidney_left": ((Z * 0.45, Y * 0.64, X * 0.74), (53.0, 23.5, 29.0)),
+        "kidney_right": ((Z * 0.40, Y * 0.64, X * 0.26), (53.0, 23.5, 29.0)),
+        "spleen": ((Z * 0.62, Y * 0.55, X * 0.82), (49.5, 31.0, 27.5)),
     }
     for name, (c, a) in organs.items():
         labels[_ellipsoid(zz, yy, xx, c, a) & body] = PHANTOM_LABELS[name]
@@ -205,3 +262,7 @@ def voxel_phantom(
         "true_tia_mbq_h": {n: true_tia(_PHANTOM_TERMS[n]) for n in PHANTOM_LABELS},
         "region_voxels": counts,
     }
+
+
+if __name__ == "__main__":
+    write_example(sys.argv[1] if len(sys.argv) > 1 else ".")
