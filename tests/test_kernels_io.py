@@ -252,3 +252,60 @@ def test_voxel_kernel_type():
         kw.update(bad)
         with pytest.raises(InputError, match=match):
             VoxelKernel(**kw)
+
+
+# --- Interfile kernels ---------------------------------------------------------------------
+
+
+def _write_interfile(d, array_zyx, size_xyz=(4.0, 4.0, 5.0), unit="mGy/(MBq s)", order="LITTLEENDIAN", extra=""):
+    dt = "<f4" if order == "LITTLEENDIAN" else ">f4"
+    (d / "k.v").write_bytes(np.asarray(array_zyx, dtype=dt).tobytes())
+    nz, ny, nx = array_zyx.shape
+    hdr = (
+        "!INTERFILE :=\n!name of data file := k.v\n!number format := float\n!number of bytes per pixel := 4\n"
+        f"imagedata byte order := {order}\n!matrix size [1] := {nx}\n!matrix size [2] := {ny}\n!matrix size [3] := {nz}\n"
+        f"scaling factor (mm/pixel) [1] := {size_xyz[0]}\nscaling factor (mm/pixel) [2] := {size_xyz[1]}\n"
+        f"scaling factor (mm/pixel) [3] := {size_xyz[2]}\n" + (f"unit := {unit}\n" if unit else "")
+        + "nuclide := Lu-177\nmedium := soft_tissue\n" + extra + "!END OF INTERFILE :=\n"
+    )
+    (d / "k.hv").write_text(hdr)
+    return d / "k.hv"
+
+
+def test_interfile_kernel_round_trip(tmp_path):
+    """Values are read x fastest (Interfile 3.3) into [z, y, x] and converted 1 mGy/(MBq s) = 1e-9 Gy/(Bq s)."""
+    from mrtdose.imaging.kernels_io import read_voxel_kernel
+
+    rng = np.random.default_rng(0)
+    a = rng.random((3, 5, 7)).astype(np.float32)
+    for order in ("LITTLEENDIAN", "BIGENDIAN"):
+        k = read_voxel_kernel(_write_interfile(tmp_path, a, order=order))
+        assert k.array_gy_per_bq_s.shape == (3, 5, 7)
+        assert np.allclose(k.array_gy_per_bq_s, a.astype(np.float64) * 1e-9, rtol=1e-7)
+        assert k.voxel_size_mm == (4.0, 4.0, 5.0) and k.nuclide == "Lu-177"
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        ({"unit": None}, "unit unknown"),
+        ({"extra": "!matrix size [1] := 9\n"}, "bytes; the header needs"),
+    ],
+)
+def test_interfile_kernel_errors(tmp_path, kw, match):
+    from mrtdose.errors import InputError
+    from mrtdose.imaging.kernels_io import read_voxel_kernel
+
+    a = np.ones((3, 3, 3), dtype=np.float32)
+    with pytest.raises(InputError, match=match):
+        read_voxel_kernel(_write_interfile(tmp_path, a, **kw))
+
+
+def test_interfile_missing_data_file(tmp_path):
+    from mrtdose.errors import InputError
+    from mrtdose.imaging.kernels_io import read_voxel_kernel
+
+    h = _write_interfile(tmp_path, np.ones((3, 3, 3), dtype=np.float32))
+    (tmp_path / "k.v").unlink()
+    with pytest.raises(InputError, match="cannot read data file"):
+        read_voxel_kernel(h)

@@ -34,6 +34,16 @@ voxel size from the transform (pixdim), and a sidecar JSON (``kernel.json`` besi
 taken in its index space (array ``[k, j, i]``); its orientation in the patient is irrelevant for
 the symmetric kernels of a homogeneous medium.
 
+**Interfile kernels** (``.hv``, ``.h33``; Interfile 3.3, Todd-Pokropek A, Cradduck TD, Deconinck
+F. A file format for the exchange of nuclear medicine image data: a specification of Interfile
+version 3.3. Nucl Med Commun 1992;13:673-699, as also written by STIR): a text header of
+``key := value`` lines (keys case-insensitive, a leading ``!`` ignored) with ``name of data file``,
+``matrix size [1..3]`` (x, y, z), ``scaling factor (mm/pixel) [1..3]``, ``number format``
+(``float``, ``short float``, ``long float``, ``unsigned integer``, ``signed integer``),
+``number of bytes per pixel``, ``imagedata byte order`` and optionally ``data offset in bytes``.
+Interfile has no key for the kernel's unit: it is taken from a ``unit`` key in the header (an
+mrtdose extension) or the ``unit=`` argument, never assumed. Data are x fastest, then y, then z.
+
 DICOM kernels are not supported (no standard IOD for them).
 """
 
@@ -288,12 +298,106 @@ def read_nifti_kernel(
         raise InputError(exc.detail, source=src, field=exc.field) from None
 
 
+_INTERFILE_FORMATS = {
+    ("float", 4): "f4", ("short float", 4): "f4", ("float", 8): "f8", ("long float", 8): "f8",
+    ("unsigned integer", 1): "u1", ("unsigned integer", 2): "u2", ("unsigned integer", 4): "u4",
+    ("signed integer", 1): "i1", ("signed integer", 2): "i2", ("signed integer", 4): "i4",
+}
+
+
+def read_interfile_kernel(
+    path: str | Path, *, unit: str | None = None, nuclide: str | None = None, medium: str | None = None
+) -> VoxelKernel:
+    """Read an Interfile 3.3 voxel kernel (module docstring).
+
+    Raises
+    ------
+    InputError
+        Naming the header: unreadable header, missing keys, missing or short data file, unknown
+        number format, missing unit, nuclide or medium.
+    """
+    p = Path(path)
+    src = str(p)
+    try:
+        text = p.read_text(encoding="latin-1")
+    except OSError as exc:
+        raise InputError(f"cannot read Interfile header: {exc.strerror}", source=src) from None
+    keys: dict[str, str] = {}
+    for line in text.splitlines():
+        if ":=" not in line:
+            continue
+        k, v = line.split(":=", 1)
+        keys[re.sub(r"\s+", " ", k.strip().lstrip("!").strip().lower())] = v.strip()
+
+    def need(k: str) -> str:
+        if not keys.get(k):
+            raise InputError(f"Interfile key '{k}' missing", source=src, field=k)
+        return keys[k]
+
+    def num(k: str, kind=float):
+        v = need(k)
+        try:
+            return kind(float(v)) if kind is int else kind(v)
+        except ValueError:
+            raise InputError(f"'{v}' is not a number", source=src, field=k) from None
+
+    shape_xyz = [num(f"matrix size [{i}]", int) for i in (1, 2, 3)]
+    size_xyz = tuple(num(f"scaling factor (mm/pixel) [{i}]") for i in (1, 2, 3))
+    fmt = (need("number format").lower(), num("number of bytes per pixel", int))
+    if fmt not in _INTERFILE_FORMATS:
+        raise InputError(f"unsupported number format {fmt[0]!r} with {fmt[1]} bytes per pixel", source=src, field="number format")
+    order = keys.get("imagedata byte order", "LITTLEENDIAN").upper()
+    if order not in ("LITTLEENDIAN", "BIGENDIAN"):
+        raise InputError(f"unknown byte order {order!r}", source=src, field="imagedata byte order")
+    dtype = np.dtype(("<" if order == "LITTLEENDIAN" else ">") + _INTERFILE_FORMATS[fmt])
+    data_path = p.parent / need("name of data file")
+    offset = int(float(keys.get("data offset in bytes", "0")))
+    n = int(np.prod(shape_xyz))
+    try:
+        raw = data_path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read data file {data_path.name}: {exc.strerror}", source=src, field="name of data file") from None
+    if len(raw) < offset + n * dtype.itemsize:
+        raise InputError(
+            f"data file {data_path.name} has {len(raw)} bytes; the header needs {offset + n * dtype.itemsize}",
+            source=src, field="matrix size",
+        )
+    array = np.frombuffer(raw, dtype=dtype, count=n, offset=offset).reshape(shape_xyz[::-1]).astype(np.float64)
+    unit_text = unit or keys.get("unit")
+    if not unit_text:
+        raise InputError("kernel unit unknown: Interfile does not record it; add 'unit := Gy/(Bq s)' or pass unit=",
+                         source=src, field="unit")
+    factor = _unit_factor(unit_text, src)
+    nuc = nuclide or keys.get("nuclide") or keys.get("isotope name")
+    med = medium or keys.get("medium")
+    if not nuc or not med:
+        missing = " and ".join(k for k, v in (("nuclide", nuc), ("medium", med)) if not v)
+        raise InputError(f"{missing} not given: add it to the header or pass it as an argument", source=src, field=missing)
+    try:
+        return VoxelKernel(
+            array_gy_per_bq_s=array * factor,
+            voxel_size_mm=size_xyz,
+            nuclide=normalise_name(nuc),
+            medium=str(med),
+            source=src,
+            description=f"voxel kernel read from Interfile {p.name} ({unit_text})",
+        )
+    except InputError as exc:
+        raise InputError(exc.detail, source=src, field=exc.field) from None
+
+
 def read_voxel_kernel(path: str | Path, **kwargs: Any) -> VoxelKernel:
     """Read a kernel file, choosing the reader by extension: ``.txt`` -> Lanconelli table,
-    ``.nii``/``.nii.gz`` -> NIfTI; keyword arguments go to that reader."""
+    ``.nii``/``.nii.gz`` -> NIfTI, ``.hv``/``.h33`` -> Interfile; keyword arguments go to that
+    reader."""
     name = Path(path).name.lower()
     if name.endswith(".txt"):
         return read_lanconelli_kernel(path, **kwargs)
     if name.endswith((".nii", ".nii.gz")):
         return read_nifti_kernel(path, **kwargs)
-    raise InputError("unknown kernel format: expected a Lanconelli .txt table or a NIfTI .nii/.nii.gz", source=str(path))
+    if name.endswith((".hv", ".h33")):
+        return read_interfile_kernel(path, **kwargs)
+    raise InputError(
+        "unknown kernel format: expected a Lanconelli .txt table, a NIfTI .nii/.nii.gz or an Interfile .hv/.h33 header",
+        source=str(path),
+    )
