@@ -544,3 +544,166 @@ def test_minimal_document_renders(results, validator):
 )
 def test_format_quantity(quantity, text):
     assert format_quantity(quantity) == text
+
+
+# ---------------------------------------------------------------------------------------------
+# voxel dosimetry: the bundled example case (activity maps, label map, density map)
+# ---------------------------------------------------------------------------------------------
+
+EXAMPLE_CASE = Path(__file__).resolve().parents[1] / "src" / "mrtdose" / "data" / "examples" / "lu177_dotatate" / "case.yaml"
+_PNG_RE = r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"'
+
+
+@pytest.fixture(scope="module")
+def example():
+    """The real example run once per module (about 10 s): CaseResult(results, files, display)."""
+    from mrtdose.workflow.pipeline import load_and_run
+
+    return load_and_run(EXAMPLE_CASE)
+
+
+@pytest.fixture(scope="module")
+def example_html(example) -> str:
+    return render_report(example.results, display=example.display)
+
+
+def _voxel_section(page: str) -> str:
+    start = page.index('<section id="voxel">')
+    return page[start:page.index("</section>", start)]
+
+
+def test_example_results_with_voxel_block_validate(example, validator):
+    doc = json.loads(json.dumps(example.results))
+    assert doc["voxel"] is not None
+    errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.path))
+    assert not errors, [f"{list(e.path)}: {e.message}" for e in errors[:5]]
+    # per-region copies with a null uncertainty are valid; a document without voxel results too
+    assert doc["regions"]["kidneys"]["absorbed_dose_voxel"]["uncertainty"] is None
+
+
+def test_fixture_without_voxel_is_valid(results, validator):
+    doc = copy.deepcopy(results)
+    doc["voxel"] = None
+    assert validator.is_valid(doc)
+
+
+@pytest.mark.parametrize(
+    "mutate, where",
+    [
+        (lambda v: v.pop("regions"), "voxel without regions"),
+        (lambda v: v.pop("grid"), "voxel without grid"),
+        (lambda v: v.pop("files"), "voxel without files"),
+        (lambda v: v["regions"]["kidneys"].pop("dvh_curve"), "voxel region without DVH curve"),
+        (lambda v: v["regions"]["kidneys"].pop("absorbed_dose_voxel"), "voxel region without mean dose"),
+        (lambda v: v["regions"]["kidneys"]["absorbed_dose_voxel"].pop("unit"), "voxel dose without unit"),
+        (lambda v: v["regions"]["kidneys"]["dvh_metrics"]["D"].update(D50="4 Gy"), "D50 as a string"),
+        (lambda v: v.update(regions={}), "voxel block with no regions"),
+        (lambda v: v.update(kernel="convolution"), "kernel not an object"),
+    ],
+)
+def test_schema_rejects_broken_voxel_blocks(example, validator, mutate, where):
+    doc = json.loads(json.dumps(example.results))
+    mutate(doc["voxel"])
+    assert not validator.is_valid(doc), f"schema accepted a document with {where}"
+
+
+def test_schema_rejects_a_broken_per_region_voxel_dose(example, validator):
+    doc = json.loads(json.dumps(example.results))
+    doc["regions"]["liver"]["absorbed_dose_voxel"] = {"value": 1.5, "uncertainty": -1.0, "unit": "Gy"}
+    assert not validator.is_valid(doc)
+
+
+def test_voxel_section_with_dvh_plot_and_overlays(example, example_html):
+    page = example_html
+    assert '<li><a href="#voxel">Voxel dosimetry</a></li>' in page
+    sec = _voxel_section(page)
+    vox = example.results["voxel"]
+    for text in (
+        "Voxel dosimetry", "48 × 64 × 80 voxels (z × y × x)", "4.8 × 4.8 × 4.8 mm", "67 × 67 × 67 voxels",
+        str(escape(vox["kernel"]["source"])), str(escape(vox["kernel"]["description"])),
+        vox["dose"]["route"], vox["dose"]["engine"], "Density correction of the kernel",
+        "1, 4, 24, 96, 168 h (5 maps)", "density map density.nii.gz",
+        "DVH metrics: absorbed dose", "D98: minimum dose to the hottest 98 %", "V20Gy: volume receiving ≥ 20 Gy",
+        "Voxel BED", "Patient-specific S-values", "Output files", "dose_rtdose.dcm", "dvh.csv",
+        "partial-volume spill-in and spill-out", "Voxel values carry no propagated uncertainty",
+    ):
+        assert text in sec, text
+    slices = example.display["voxel"]["slices"]
+    assert len(slices) >= 1
+    images = re.findall(_PNG_RE, sec)
+    assert len(images) == 1 + len(slices)  # one DVH plot, one overlay per slice
+    for b64 in images:
+        assert base64.b64decode(b64)[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Cumulative dose-volume histograms of kidneys, liver" in sec
+    for s in slices:
+        assert f"Axial slice z = {s['z']}" in sec
+    assert "images are not part of the results document" not in sec
+    # the patient-specific S matrix, S[target][source] in Gy/(Bq s)
+    s = vox["patient_specific_s_values"]["s_gy_per_bq_s"]
+    assert f"{s[0][0]:.4g}" in sec and f"{s[1][0]:.4g}" in sec
+    assert re.findall(_PNG_RE, page) and len(re.findall(_PNG_RE, page)) > len(images)
+
+
+def test_mird_and_voxel_doses_side_by_side(example, example_html):
+    from mrtdose.reports.html import format_sig
+
+    sec = _voxel_section(example_html)
+    table = sec[sec.index("Organ-level (MIRD) and voxel absorbed dose"):]
+    table = table[:table.index("</table>")]
+    for name, r in example.results["regions"].items():
+        mird = r["absorbed_dose"]
+        vox = example.results["voxel"]["regions"][name]["absorbed_dose_voxel"]
+        row = table[table.index(f">{name}<"):]
+        row = row[:row.index("</tr>")]
+        assert format_quantity(mird) in row, name
+        v = vox["value"]
+        assert f"<td class=\"num\">{format_sig(v, 3)} Gy</td>" in row, name  # 3 significant figures
+        diff = 100.0 * (v - mird["value"]) / mird["value"]
+        assert f"{diff:+.1f} %".replace("+0.0", "0.0").replace("-0.0", "0.0") in row, (name, diff)
+    # and each region page shows its voxel mean compactly
+    assert example_html.count(">Voxel mean absorbed dose</th><td") == len(example.results["regions"])
+
+
+def test_voxel_report_renders_from_results_alone(example):
+    doc = json.loads(json.dumps(example.results))  # as the CLI reads results.json
+    page = render_report(doc)
+    sec = _voxel_section(page)
+    assert "images are not part of the results document" in sec
+    assert "<code>dose.nii.gz</code>" in sec and "written beside <code>results.json</code>" in sec
+    assert len(re.findall(_PNG_RE, sec)) == 1  # the DVH plot only (from dvh_curve in results)
+    assert render_report(doc) == page  # deterministic
+
+
+def test_voxel_strings_are_escaped(example):
+    doc = json.loads(json.dumps(example.results))
+    vox = doc["voxel"]
+    vox["kernel"]["description"] = EVIL_ID
+    vox["files"]["<img src=x>.nii.gz"] = EVIL_ID
+    vox["regions"][EVIL_ID] = vox["regions"].pop("spleen")
+    page = render_report(doc, display=None)
+    assert "<script" not in page.lower() and "<img src=x>" not in page
+    assert "&lt;script&gt;alert(&#39;pwned&#39;)&lt;/script&gt;" in _voxel_section(page)
+
+
+def test_no_voxel_section_without_voxel_results(html, results):
+    assert 'id="voxel"' not in html and "#voxel" not in html
+    doc = copy.deepcopy(results)
+    doc["voxel"] = None
+    page = render_report(doc, display={"voxel": {"slices": []}})
+    assert 'id="voxel"' not in page
+
+
+def test_dose_overlay_plot():
+    import numpy as np
+
+    from mrtdose.reports import plots
+
+    dose = np.outer(np.linspace(0.1, 10.0, 12), np.ones(20))
+    labels = np.zeros((12, 20), dtype=np.int32)
+    labels[2:6, 3:9] = 1
+    labels[7:12, 12:20] = 2  # touches the edge of the slice
+    uri = plots.dose_overlay(dose, labels, ["a", "b$c"], (2.0, 4.0, 3.0), "test", vmax_gy=10.0)
+    assert uri is not None and base64.b64decode(uri.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert plots.dose_overlay(dose, labels[:5], ["a"], (1.0, 1.0, 1.0), "mismatch") is None
+    assert plots.dvh_plot([], "nothing") is None
+    assert "import pyplot" not in Path(plots.__file__).read_text() and "matplotlib.pyplot" not in Path(plots.__file__).read_text()

@@ -61,7 +61,8 @@ def _run_to(case_path: Path, out_dir: Path) -> dict[str, Path]:
         progress.update(task, description="rendering report")
         files = {
             "results.json": to_json_bytes(result.results),
-            "report.html": render_report(result.results).encode("utf-8"),
+            "report.html": render_report(result.results, display=result.display).encode("utf-8"),
+            **result.files,
         }
         return write_atomic(out_dir, files)
 

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import jinja2
+import numpy as np
 
 from mrtdose.quantities import format_value
 from mrtdose.reports import plots
@@ -65,12 +66,12 @@ MC_KEYS: tuple[tuple[str, str, str], ...] = (
 
 _REGION_KEYS_SHOWN = {
     "kind", "mass", "density_g_per_ml", "measurements", "kinetics", "s_values", "bed", "eqd2",
-    "radiobiology", "warnings", "recovery_coefficient",
+    "radiobiology", "warnings", "recovery_coefficient", "density_source", "absorbed_dose_voxel", "dvh_metrics",
 } | {k for k, _ in REGION_QUANTITIES}
 
 _TOP_KEYS_SHOWN = {
     "schema_version", "case", "nuclide", "regions", "cumulative", "uncertainty", "methods",
-    "warnings", "provenance",
+    "warnings", "provenance", "voxel",
 }
 
 _FIT_STAT_KEYS = (
@@ -612,7 +613,8 @@ def _region(doc: Mapping[str, Any], i: int, name: str, r: Mapping[str, Any]) -> 
         {"label": "Kind", "value": str(r.get("kind", _DASH))},
         {"label": "Mass", "value": format_quantity(r.get("mass"))
          + (f" ({(r.get('mass') or {}).get('method')})" if (r.get("mass") or {}).get("method") else "")},
-        {"label": "Density (g/mL)", "value": format_number(r.get("density_g_per_ml"), 4)},
+        {"label": "Density (g/mL)", "value": format_number(r.get("density_g_per_ml"), 4)
+         + (f" ({r['density_source']})" if r.get("density_source") else "")},
     ]
     if rc is not None:
         geometry.append({"label": "Recovery coefficient", "value": format_quantity(rc)})
@@ -630,6 +632,7 @@ def _region(doc: Mapping[str, Any], i: int, name: str, r: Mapping[str, Any]) -> 
         "budget_plot": budget_plot,
         "monte_carlo": _mc_view(doc, name, r),
         "radiobiology": _radiobiology(r),
+        "voxel": _region_voxel(doc, r),
         "warnings": [str(w) for w in r.get("warnings") or []],
         "other": _kv_rows({k: v for k, v in r.items() if k not in _REGION_KEYS_SHOWN}),
     }
@@ -770,11 +773,371 @@ def _references(doc: Mapping[str, Any]) -> list[str]:
     if isinstance(doc.get("cumulative"), Mapping) and doc["cumulative"]:
         refs.append(_CUMULATIVE_REFERENCE)
     _collect_references(regions, refs)
+    if isinstance(doc.get("voxel"), Mapping):
+        _collect_references(doc["voxel"], refs)
     return list(dict.fromkeys(refs))
 
 
-def build_context(results: Mapping[str, Any]) -> dict[str, Any]:
-    """The template context for ``results`` (a deep copy is read; the argument is not touched)."""
+# --------------------------------------------------------------------------------------------
+# voxel dosimetry (results["voxel"], and display["voxel"] for the images)
+# --------------------------------------------------------------------------------------------
+
+_VOXEL_COMPARISON_NOTE = (
+    "The organ-level (MIRD) absorbed dose is computed from the region's time-integrated activity "
+    "and its S-values, i.e. for activity distributed uniformly over the region with the mass used "
+    "in the organ-level calculation; it carries the full uncertainty budget. The voxel value is the "
+    "mean of the voxel absorbed-dose map over the region's voxels in the label map. The two differ "
+    "because of partial-volume spill-in and spill-out of activity at the region boundaries of the "
+    "activity maps (limited resolution; no recovery correction at voxel level), non-uniform activity "
+    "and absorbed dose within the region, cross-dose from neighbouring regions (part of the "
+    "convolution, but in the organ-level result only where cross-dose S-values are used), the "
+    "segmented volume and mass versus the organ-level mass, and voxel-wise versus region-wise "
+    "kinetics. Voxel values carry no propagated uncertainty."
+)
+
+_DVH_QUANTITY_LABELS = (
+    ("mean", "Mean"),
+    ("mass_weighted_mean", "Mass-weighted mean (energy / mass)"),
+    ("median", "Median"),
+    ("std", "Standard deviation over the voxels"),
+    ("min", "Minimum"),
+    ("max", "Maximum"),
+)
+_DVH_KNOWN = {"quantity", "n_voxels", "volume_ml", "D", "V", "notes", "references", "bed", "parameters",
+              "eud", "eubed"} | {k for k, _ in _DVH_QUANTITY_LABELS}
+
+
+def _num_key(key: str, prefix: str, suffix: str = "") -> float:
+    body = key[len(prefix):]
+    if suffix and body.endswith(suffix):
+        body = body[: -len(suffix)]
+    try:
+        return float(body)
+    except ValueError:
+        return math.inf
+
+
+def _vq(q: Any, digits: int = 3) -> str:
+    """A voxel-level quantity (no propagated uncertainty): its value, ``digits`` significant
+    figures, and unit."""
+    if not isinstance(q, Mapping):
+        return _DASH
+    v = q.get("value")
+    if not _finite(v):
+        return "n/a" + _unit(q.get("unit"))
+    return format_sig(float(v), digits) + _unit(q.get("unit"))
+
+
+def _signed(x: float, suffix: str = "") -> str:
+    text = f"{x:+.1f}"
+    return ("0.0" if text in ("+0.0", "-0.0") else text) + suffix
+
+
+def _dims(x: Any, sep: str = " × ", digits: int = 4) -> str:
+    if isinstance(x, Sequence) and not isinstance(x, str) and x:
+        return sep.join(format_number(v, digits) for v in x)
+    return _pretty(x) if x is not None else _DASH
+
+
+def _dvh_rows(metrics: Mapping[str, Mapping[str, Any]], extra: Mapping[str, Mapping[str, Any]] | None = None
+              ) -> list[dict[str, Any]]:
+    """Rows of a metric x region table from the ``dvh_metrics`` blocks of the regions (each a
+    DVHMetrics.to_json(); ``extra``: per region, rows added first, e.g. the mass)."""
+    names = list(metrics)
+    rows: list[dict[str, Any]] = []
+
+    def add(label: str, cells: list[str], note: str = "") -> None:
+        if any(c != _DASH for c in cells):
+            rows.append({"label": label, "cells": cells, "note": note})
+
+    add("Voxels", [format_number(m.get("n_voxels")) for m in metrics.values()])
+    add("Volume (mL)", [format_number(m.get("volume_ml"), 4) for m in metrics.values()])
+    if extra:
+        labels: list[str] = []
+        for e in extra.values():
+            labels += [k for k in e if k not in labels]
+        for lab in labels:
+            add(lab, [str((extra.get(n) or {}).get(lab, _DASH)) for n in names])
+    for key, label in _DVH_QUANTITY_LABELS:
+        add(label, [_vq(m.get(key)) for m in metrics.values()])
+    d_keys: list[str] = []
+    v_keys: list[str] = []
+    for m in metrics.values():
+        d_keys += [k for k in (m.get("D") or {}) if k not in d_keys]
+        v_keys += [k for k in (m.get("V") or {}) if k not in v_keys]
+    d_keys.sort(key=lambda k: _num_key(k, "D"))
+    for k in d_keys:
+        pct = k[1:] if k.startswith("D") else k
+        add(f"{k}: minimum dose to the hottest {pct} %", [_vq((m.get("D") or {}).get(k)) for m in metrics.values()])
+    v_keys.sort(key=lambda k: _num_key(k, "V", "Gy"))
+    for k in v_keys:
+        thr = k[1:-2] if k.startswith("V") and k.endswith("Gy") else k
+        cells = []
+        for m in metrics.values():
+            e = (m.get("V") or {}).get(k)
+            if not isinstance(e, Mapping):
+                cells.append(_DASH)
+                continue
+            pct, ml = e.get("volume_percent"), e.get("volume_ml")
+            text = _vq(pct, 3) if isinstance(pct, Mapping) else _DASH
+            if isinstance(ml, Mapping):
+                text += f" ({_vq(ml, 3)})"
+            cells.append(text)
+        add(f"{k}: volume receiving ≥ {thr} Gy, % (mL)" if thr != k else k, cells)
+    for key, label in (("eud", "EUD (Niemierko)"), ("eubed", "Equivalent uniform BED (EUBED)")):
+        methods = {str(m[key].get("method")) for m in metrics.values() if isinstance(m.get(key), Mapping)
+                   and m[key].get("method")}
+        add(label, [_vq(m.get(key)) for m in metrics.values()], "; ".join(sorted(methods)))
+    others: list[str] = []
+    for m in metrics.values():
+        others += [k for k, v in m.items() if k not in _DVH_KNOWN and k not in others and _is_quantity(v)]
+    for k in others:
+        add(_label(k), [_vq(m.get(k)) for m in metrics.values()])
+    return rows
+
+
+def _voxel_comparison(doc: Mapping[str, Any], vregions: Mapping[str, Any]) -> list[dict[str, Any]]:
+    regions = doc.get("regions") or {}
+    rows = []
+    for name, v in vregions.items():
+        org = regions.get(name) if isinstance(regions.get(name), Mapping) else {}
+        mird = org.get("absorbed_dose")
+        vox = v.get("absorbed_dose_voxel") if isinstance(v, Mapping) else None
+        mv = mird.get("value") if isinstance(mird, Mapping) else None
+        mu = mird.get("uncertainty") if isinstance(mird, Mapping) else None
+        vv = vox.get("value") if isinstance(vox, Mapping) else None
+        diff = diff_u = _DASH
+        if _finite(mv) and _finite(vv) and mv != 0:
+            diff = _signed(100.0 * (vv - mv) / abs(mv), " %")
+            if _finite(mu) and mu > 0:
+                diff_u = _signed((vv - mv) / mu)
+        mass = org.get("mass")
+        vmass = v.get("mass_g") if isinstance(v, Mapping) else None
+        rows.append({
+            "name": str(name),
+            "anchor": f"region-{list(regions).index(name) + 1}" if name in regions else "",
+            "mird": _cell(mird) if mird is not None else {"text": "not in the organ-level results", "rel": ""},
+            "voxel": _vq(vox),
+            "diff": diff,
+            "diff_u": diff_u,
+            "tia_mird": _cell(org.get("time_integrated_activity")) if org.get("time_integrated_activity") else
+            {"text": _DASH, "rel": ""},
+            "tia_voxel": _vq(v.get("time_integrated_activity"), 4) if isinstance(v, Mapping) else _DASH,
+            "mass_mird": format_quantity(mass) if isinstance(mass, Mapping) else _DASH,
+            "mass_voxel": f"{format_number(vmass, 4)} g" if _finite(vmass) else _DASH,
+            "volume": f"{format_number(v.get('volume_ml'), 4)} mL" if isinstance(v, Mapping) and _finite(v.get("volume_ml"))
+            else _DASH,
+        })
+    return rows
+
+
+def _s_matrix(ps: Any) -> dict[str, Any] | None:
+    if not isinstance(ps, Mapping):
+        return None
+    names = [str(n) for n in ps.get("regions") or []]
+    m = ps.get("s_gy_per_bq_s")
+    if not names or not isinstance(m, Sequence) or len(m) != len(names):
+        return None
+    masses = ps.get("masses_g") or []
+    rows = []
+    for i, (t, row) in enumerate(zip(names, m)):
+        cells = [format_number(x, 4) if _finite(x) else "n/a" for x in (row if isinstance(row, Sequence) else [])]
+        rows.append({"target": t, "cells": cells + [""] * (len(names) - len(cells)),
+                     "mass": format_number(masses[i], 4) if i < len(masses) and _finite(masses[i]) else _DASH})
+    rel = ps.get("model_uncertainty_rel")
+    return {
+        "names": names,
+        "rows": rows,
+        "method": str(ps.get("method") or ""),
+        "u_rel": f"{format_sig(100.0 * rel)} %" if _finite(rel) else "",
+        "other": _kv_rows(ps, skip={"regions", "s_gy_per_bq_s", "masses_g", "method", "model_uncertainty_rel"}),
+    }
+
+
+def _overlays(display: Mapping[str, Any] | None, vox: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The dose overlay figures from the display data (None: no display data given)."""
+    if not isinstance(display, Mapping) or not isinstance(display.get("voxel"), Mapping):
+        return None
+    dv = display["voxel"]
+    names = [str(n) for n in dv.get("region_names") or list((vox.get("regions") or {}).keys())]
+    spacing = dv.get("spacing_mm") or (vox.get("grid") or {}).get("spacing_mm")
+    # Colour scale: up to the highest dose inside the outlined regions of the shown slices (the
+    # maximum of the whole map can lie outside the body, e.g. in low-density voxels).
+    vmax = None
+    for s in dv.get("slices") or []:
+        try:
+            d, lab = np.asarray(s.get("dose_gy"), dtype=np.float64), np.asarray(s.get("regions"))
+            inside = d[(lab > 0) & np.isfinite(d)] if d.shape == lab.shape else d[np.isfinite(d)]
+        except (TypeError, ValueError, AttributeError):
+            continue
+        if inside.size and (vmax is None or float(inside.max()) > vmax):
+            vmax = float(inside.max())
+    if vmax is None or not vmax > 0:
+        vmax = dv.get("max_dose_gy")
+    out = []
+    for s in dv.get("slices") or []:
+        if not isinstance(s, Mapping):
+            continue
+        z = s.get("z")
+        zt = format_number(z) if z is not None else "?"
+        img = plots.dose_overlay(s.get("dose_gy"), s.get("regions"), names, spacing,
+                                 f"absorbed dose, axial slice z = {zt}", vmax_gy=vmax)
+        if img is None:
+            continue
+        try:
+            present = {int(x) for x in np.unique(np.asarray(s.get("regions")))}
+        except (TypeError, ValueError):
+            present = set()
+        shown = [n for i, n in enumerate(names, start=1) if i in present]
+        out.append({"img": img, "z": zt, "regions": ", ".join(shown) if shown else "none"})
+    return {"images": out, "vmax": f"{format_sig(vmax, 3)} Gy" if _finite(vmax) else _DASH,
+            "map_max": f"{format_sig(dv.get('max_dose_gy'), 3)} Gy" if _finite(dv.get("max_dose_gy")) else _DASH}
+
+
+def _voxel(doc: Mapping[str, Any], display: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    vox = doc.get("voxel")
+    if not isinstance(vox, Mapping):
+        return None
+    grid = vox.get("grid") or {}
+    dose = vox.get("dose") or {}
+    kernel = vox.get("kernel") or {}
+    vregions = {str(k): v for k, v in (vox.get("regions") or {}).items() if isinstance(v, Mapping)}
+    times = vox.get("times_h") or []
+
+    setup = []
+    if "shape_zyx" in grid:
+        setup.append({"label": "Grid", "value": f"{_dims(grid.get('shape_zyx'))} voxels (z × y × x)"})
+    if "spacing_mm" in grid:
+        setup.append({"label": "Voxel size", "value": f"{_dims(grid.get('spacing_mm'))} mm (x × y × z)"})
+    if _finite(grid.get("voxel_volume_ml")):
+        setup.append({"label": "Voxel volume", "value": f"{format_number(grid['voxel_volume_ml'], 4)} mL"})
+    if "origin_mm" in grid:
+        setup.append({"label": "Origin (centre of the first voxel)", "value": f"{_dims(grid.get('origin_mm'), ', ')} mm"})
+    setup += [{"label": _label(k), "value": _pretty(v)} for k, v in grid.items()
+              if k not in ("shape_zyx", "spacing_mm", "voxel_volume_ml", "origin_mm")]
+    setup.append({"label": "Activity maps (time after administration)",
+                  "value": (f"{', '.join(format_number(t, 5) for t in times)} h ({len(times)} maps)"
+                            if times else _DASH)})
+    route = str(dose.get("route") or _DASH)
+    if dose.get("description"):
+        route += f": {dose['description']}"
+    setup.append({"label": "Route", "value": route})
+    setup.append({"label": "Engine", "value": str(dose.get("engine") or _DASH)})
+    setup.append({"label": "Density", "value": str(vox.get("density") or _DASH)})
+    dc = vox.get("density_correction", dose.get("density_corrected"))
+    setup.append({"label": "Density correction of the kernel", "value": format_number(dc) if dc is not None else _DASH})
+    settings = dose.get("settings")
+    if isinstance(settings, Mapping) and settings:
+        setup.append({"label": "Voxel kinetics and dose settings", "value": _pretty(settings)})
+    by_method = dose.get("voxels_by_time_integration_method")
+    if isinstance(by_method, Mapping) and by_method:
+        setup.append({"label": "Voxels by time-integration method",
+                      "value": "; ".join(f"{k}: {format_number(v)}" for k, v in by_method.items())})
+    if isinstance(dose.get("max_dose"), Mapping):
+        note = dose["max_dose"].get("note")
+        setup.append({"label": "Maximum of the dose map", "value": _vq(dose["max_dose"], 4) + (f" ({note})" if note else "")})
+    setup += [{"label": _label(k), "value": _pretty(v)} for k, v in dose.items()
+              if k not in ("route", "description", "engine", "density_corrected", "settings",
+                           "voxels_by_time_integration_method", "max_dose", "references")]
+
+    kernel_rows = [
+        {"label": "Source", "value": str(kernel.get("source") or _DASH)},
+        {"label": "Description", "value": str(kernel.get("description") or _DASH)},
+    ]
+    if "voxel_size_mm" in kernel:
+        kernel_rows.append({"label": "Voxel size", "value": f"{_dims(kernel['voxel_size_mm'])} mm"})
+    if "shape" in kernel:
+        kernel_rows.append({"label": "Shape", "value": f"{_dims(kernel['shape'])} voxels"})
+    named = {"nuclide": "Nuclide", "medium": "Medium", "reference_density_g_per_ml": "Reference density (g/mL)",
+             "centre_s_gy_per_bq_s": "S-value of the central voxel (Gy/(Bq s))"}
+    kernel_rows += [{"label": lab, "value": format_number(kernel[k], 4)} for k, lab in named.items() if k in kernel]
+    kernel_rows += [{"label": _label(k), "value": _pretty(v)} for k, v in kernel.items()
+                    if k not in named and k not in ("source", "description", "voxel_size_mm", "shape")]
+
+    metrics = {n: v["dvh_metrics"] for n, v in vregions.items() if isinstance(v.get("dvh_metrics"), Mapping)}
+    extra = {n: {"Mass from the label map (g)": format_number(v.get("mass_g"), 4)}
+             for n, v in vregions.items() if _finite(v.get("mass_g"))}
+    bed = {n: m["bed"] for n, m in metrics.items() if isinstance(m.get("bed"), Mapping)}
+    bed_extra: dict[str, dict[str, str]] = {}
+    for n, b in bed.items():
+        p = b.get("parameters") or {}
+        bed_extra[n] = {"Tissue": str(p.get("tissue", _DASH)), "α/β (Gy)": format_number(p.get("alpha_beta_gy"), 4),
+                        "Lea–Catcheside G-factor": format_number(p.get("g_factor"), 4)}
+    curves = [(n, (v.get("dvh_curve") or {}).get("dose_gy"), (v.get("dvh_curve") or {}).get("volume_fraction"))
+              for n, v in vregions.items() if isinstance(v.get("dvh_curve"), Mapping)]
+    notes: list[str] = []
+    for m in list(metrics.values()) + list(bed.values()):
+        notes += [str(x) for x in m.get("notes") or [] if str(x) not in notes]
+    files = vox.get("files") or {}
+    return {
+        "setup": setup,
+        "kernel": kernel_rows,
+        "comparison": _voxel_comparison(doc, vregions),
+        "comparison_note": _VOXEL_COMPARISON_NOTE,
+        "cross_dose": (doc.get("methods") or {}).get("cross_dose_included"),
+        "dvh_names": list(metrics),
+        "dvh_rows": _dvh_rows(metrics, extra) if metrics else [],
+        "bed_names": list(bed),
+        "bed_rows": _dvh_rows(bed, bed_extra) if bed else [],
+        "dvh_notes": notes,
+        "dvh_plot": plots.dvh_plot(curves, "cumulative dose-volume histograms") if curves else None,
+        "overlays": _overlays(display, vox),
+        "s_matrix": _s_matrix(vox.get("patient_specific_s_values")),
+        "files": [{"name": str(k), "note": _pretty(v) if not isinstance(v, str) else v} for k, v in files.items()]
+        if isinstance(files, Mapping) else [{"name": str(f), "note": ""} for f in files],
+        "uncertainty_note": str(vox.get("uncertainty_note") or ""),
+        "warnings": [str(w) for w in vox.get("warnings") or []],
+        "references": [str(x) for x in dose.get("references") or []],
+        "other": _kv_rows({k: v for k, v in vox.items() if k not in _VOXEL_KEYS_SHOWN}),
+    }
+
+
+_VOXEL_KEYS_SHOWN = {
+    "grid", "times_h", "kernel", "dose", "density", "density_correction", "regions", "uncertainty_note",
+    "warnings", "files", "patient_specific_s_values",
+}
+
+
+def _region_voxel(doc: Mapping[str, Any], r: Mapping[str, Any]) -> list[dict[str, str]] | None:
+    """Compact voxel results on a region page (``absorbed_dose_voxel`` and ``dvh_metrics`` as
+    copied into the region by the pipeline)."""
+    vox, m = r.get("absorbed_dose_voxel"), r.get("dvh_metrics")
+    if not isinstance(vox, Mapping) and not isinstance(m, Mapping):
+        return None
+    rows = []
+    if isinstance(vox, Mapping):
+        text = _vq(vox)
+        mird = r.get("absorbed_dose")
+        if isinstance(mird, Mapping) and _finite(mird.get("value")) and _finite(vox.get("value")) and mird["value"] != 0:
+            text += f" ({_signed(100.0 * (vox['value'] - mird['value']) / abs(mird['value']), ' %')} from the organ-level dose)"
+        rows.append({"label": "Voxel mean absorbed dose", "value": text})
+    if isinstance(m, Mapping):
+        d = m.get("D") or {}
+        dk = sorted(d, key=lambda k: _num_key(k, "D"))
+        if dk:
+            rows.append({"label": " / ".join(dk), "value": " / ".join(_vq(d[k]) for k in dk)})
+        if isinstance(m.get("min"), Mapping) or isinstance(m.get("max"), Mapping):
+            rows.append({"label": "Minimum – maximum", "value": f"{_vq(m.get('min'))} – {_vq(m.get('max'))}"})
+        v = m.get("V") or {}
+        vk = sorted(v, key=lambda k: _num_key(k, "V", "Gy"))
+        if vk:
+            rows.append({"label": "Volume ≥ threshold (%)",
+                         "value": "; ".join(f"{k}: {_vq((v[k] or {}).get('volume_percent'))}" for k in vk
+                                            if isinstance(v[k], Mapping))})
+        if isinstance(m.get("eud"), Mapping):
+            rows.append({"label": "EUD", "value": _vq(m["eud"])})
+        b = m.get("bed")
+        if isinstance(b, Mapping):
+            rows.append({"label": "Voxel BED: mean / median / maximum",
+                         "value": f"{_vq(b.get('mean'))} / {_vq(b.get('median'))} / {_vq(b.get('max'))}"})
+            if isinstance(b.get("eubed"), Mapping):
+                rows.append({"label": "EUBED", "value": _vq(b["eubed"])})
+    return rows
+
+
+def build_context(results: Mapping[str, Any], display: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The template context for ``results`` (a deep copy is read; the argument is not touched)
+    and the optional display data (``CaseResult.display``: image slices for the figures)."""
     doc = copy.deepcopy(dict(results))
     regions = doc.get("regions") or {}
     extra = {k: v for k, v in doc.items() if k not in _TOP_KEYS_SHOWN}
@@ -784,6 +1147,7 @@ def build_context(results: Mapping[str, Any]) -> dict[str, Any]:
         "summary": _summary(doc),
         "regions": [_region(doc, i, name, r) for i, (name, r) in enumerate(regions.items())],
         "cumulative": _cumulative(doc),
+        "voxel": _voxel(doc, display),
         "uncertainty": _uncertainty(doc),
         "methods": _methods(doc),
         "calibration_pct": (doc.get("methods") or {}).get("calibration_uncertainty_pct"),
@@ -809,13 +1173,18 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-def render_report(results: Mapping[str, Any]) -> str:
+def render_report(results: Mapping[str, Any], display: Mapping[str, Any] | None = None) -> str:
     """Render the results document as one self-contained HTML page.
 
     Parameters
     ----------
     results : the results document (``CaseResult.results``; ``results.json`` as loaded), valid
         against ``schemas/results.schema.json``. It is not modified.
+    display : optional display data (``CaseResult.display``), used only for figures that the
+        results document does not hold: ``display["voxel"]`` with the axial ``slices`` of the
+        dose map (``dose_gy``, ``regions``, ``z``), ``region_names``, ``spacing_mm`` and
+        ``max_dose_gy`` (:func:`mrtdose.workflow.voxel.slices_for_report`). Without it the
+        report is complete but for the dose overlay images, and says where the maps are.
 
     Returns
     -------
@@ -823,4 +1192,4 @@ def render_report(results: Mapping[str, Any]) -> str:
         The HTML document (UTF-8 text; inline CSS and base64 PNG plots, no scripts, no external
         assets). Every user string is HTML-escaped.
     """
-    return _environment().get_template("report.html.j2").render(**build_context(results))
+    return _environment().get_template("report.html.j2").render(**build_context(results, display))

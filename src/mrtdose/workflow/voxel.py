@@ -36,6 +36,9 @@ from mrtdose.workflow.case import Case, VoxelOptions
 #: Activity-concentration units accepted for maps, with the factor to MBq/mL.
 _UNITS_TO_MBQ_PER_ML = {"Bq/mL": 1e-6, "kBq/mL": 1e-3, "MBq/mL": 1.0, "Bq/ml": 1e-6, "kBq/ml": 1e-3, "MBq/ml": 1.0}
 
+#: Voxels below this density (g/mL) are air: no dose is reported there.
+AIR_DENSITY_G_PER_ML = 0.05
+
 #: Relative standard uncertainty assigned to patient-specific S-values from our kernels: the
 #: organ and lesion mean doses of our kernels agree with the Monte Carlo kernels of Lanconelli
 #: et al. 2012 within 0.5 % (Y-90) and 2.5-3.5 % (Lu-177, I-131; the reference's own energy
@@ -213,6 +216,14 @@ def prepare(case: Case, nuclide: Nuclide, base_dir: Path | None, say: Callable[[
                                            route="voxel-kinetics-convolution",
                                            settings={"kinetics": spec.kinetics, **dict(tia.settings)})
         tia_map = tia.tia_map_mbq_h
+    if np.ndim(density):
+        # Air voxels (e.g. around the body): a density-scaled dose there is energy over a
+        # vanishing mass, meaningless for dosimetry; such voxels are set to 0 and said so.
+        air = np.asarray(density) < AIR_DENSITY_G_PER_ML
+        if air.any():
+            dose = vdose.VoxelDose(np.where(air, 0.0, dose.dose_gy), dose.route, dose.engine, dose.density_corrected,
+                                   dose.method_map, dose.settings, dose.references)
+            warnings.append(f"voxel: dose set to 0 in {int(air.sum())} voxels of density < {AIR_DENSITY_G_PER_ML} g/mL (air)")
     step = VoxelStep(spec, ref, times_h, names, region_map, density, density_source, kernel, kernel_json,
                      rho_ref, np.asarray(tia_map, dtype=np.float64), dose, warnings=warnings)
     if spec.patient_specific_s_values and kernel is not None:
@@ -307,18 +318,22 @@ def finish(step: VoxelStep, case: Case, organ_results: dict[str, Any], say: Call
     return out_json, files
 
 
-def slices_for_report(step: VoxelStep, n: int = 3) -> dict[str, Any]:
-    """Axial slices (through the regions' centres of mass) of the dose map and region outlines,
-    for display only."""
+def slices_for_report(step: VoxelStep, n: int = 4) -> dict[str, Any]:
+    """Axial slices of the dose map with region outlines, for display only: through the centres
+    of the regions, the smallest regions first (small lesions are where voxel and organ-level
+    doses differ most), at most ``n``."""
     dose = step.dose.dose_gy
-    zs = []
+    centres = []
     for r in range(1, len(step.region_names) + 1):
-        z = np.nonzero((step.region_map == r).any(axis=(1, 2)))[0]
+        sel = step.region_map == r
+        z = np.nonzero(sel.any(axis=(1, 2)))[0]
         if z.size:
-            zs.append(int(np.median(z)))
-    zs = sorted(set(zs))
-    if len(zs) > n:
-        zs = [zs[int(round(i))] for i in np.linspace(0, len(zs) - 1, n)]
+            centres.append((int(sel.sum()), int(np.median(z))))
+    zs: list[int] = []
+    for _, z in sorted(centres):
+        if all(abs(z - other) > 1 for other in zs):
+            zs.append(z)
+    zs = sorted(zs[:n])
     return {
         "slices": [{"z": z, "dose_gy": dose[z], "regions": step.region_map[z]} for z in zs],
         "region_names": step.region_names,
