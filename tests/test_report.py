@@ -577,8 +577,9 @@ def test_example_results_with_voxel_block_validate(example, validator):
     assert doc["voxel"] is not None
     errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.path))
     assert not errors, [f"{list(e.path)}: {e.message}" for e in errors[:5]]
-    # per-region copies with a null uncertainty are valid; a document without voxel results too
-    assert doc["regions"]["kidneys"]["absorbed_dose_voxel"]["uncertainty"] is None
+    # the region mean voxel dose carries the calibration and kernel-model uncertainty
+    u = doc["regions"]["kidneys"]["absorbed_dose_voxel"]
+    assert u["uncertainty"] is not None and "partial-volume" in u["method"]  # calibration and kernel only
 
 
 def test_fixture_without_voxel_is_valid(results, validator):

@@ -138,3 +138,14 @@ def test_label_in_two_regions_is_rejected(phantom_dir):
     doc["voxel"]["labels"]["regions"]["twice"] = [2]
     with pytest.raises(InputError, match="label 2 is in both"):
         parse_case(doc)
+
+
+def test_region_mean_voxel_dose_uncertainty(phantom_dir):
+    """The region mean dose scales with the maps' calibration and with the kernel: u/D =
+    sqrt(u_cal^2 + u_kernel^2) with u_kernel = 3 % for our computed kernels."""
+    d, _ = phantom_dir
+    doc = _case(phantom_dir)
+    doc["options"]["calibration_uncertainty_pct"] = 4.0
+    v = run_case(parse_case(doc), base_dir=d).results["voxel"]["regions"]["liver"]["absorbed_dose_voxel"]
+    assert v["uncertainty"] == pytest.approx(v["value"] * np.hypot(0.04, 0.03), rel=1e-9)
+    assert set(v["components"]) == {"calibration", "voxel kernel model"}

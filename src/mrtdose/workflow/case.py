@@ -226,6 +226,10 @@ class VoxelOptions(_Strict):
     )
     kinetics: Literal["mono_exp", "trapezoid", "region_scaled"] = "mono_exp"
     density_correction: bool = True
+    calibration_uncertainty_pct: float | None = Field(
+        default=None, ge=0, le=100,
+        description="Standard uncertainty of the maps' activity calibration (%); default options.calibration_uncertainty_pct.",
+    )
     dvh_thresholds_gy: list[float] = Field(default_factory=lambda: [2.0, 5.0, 10.0, 20.0, 23.0, 40.0])
     patient_specific_s_values: bool = Field(
         default=True, description="Compute S(target <- source) for the labelled regions by convolution."

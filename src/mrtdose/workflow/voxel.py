@@ -12,6 +12,7 @@ results carry the full uncertainty budget.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -31,6 +32,7 @@ from mrtdose.physics.decay import elapsed_hours
 from mrtdose.physics.nuclides import Nuclide
 from mrtdose.physics.voxel_kernel_type import VoxelKernel
 from mrtdose.physics.voxel_kernels import compute_voxel_kernel
+from mrtdose.quantities import Quantity
 from mrtdose.workflow.case import Case, VoxelOptions
 
 #: Activity-concentration units accepted for maps, with the factor to MBq/mL.
@@ -266,8 +268,7 @@ def finish(step: VoxelStep, case: Case, organ_results: dict[str, Any], say: Call
             "mass_g": mass,
             "time_integrated_activity": {"value": tia_r, "uncertainty": None, "unit": "MBq h",
                                          "method": "sum of the voxel TIA map over the region"},
-            "absorbed_dose_voxel": {"value": m.mean_gy, "uncertainty": None, "unit": "Gy",
-                                    "method": f"mean of the voxel dose map ({step.dose.route}, {step.dose.engine})"},
+            "absorbed_dose_voxel": _mean_dose_quantity(m.mean_gy, step, case),
             "dvh_metrics": m.to_json(),
             "dvh_curve": c.to_json(),
         }
@@ -316,6 +317,24 @@ def finish(step: VoxelStep, case: Case, organ_results: dict[str, Any], say: Call
         files["dvh_metrics.csv"] = dvh_mod.metrics_csv(metrics).encode("utf-8")
     out_json["files"] = {k: "written beside results.json" for k in files if not k.endswith(".json")}
     return out_json, files
+
+
+def _mean_dose_quantity(mean_gy: float, step: VoxelStep, case: Case) -> dict[str, Any]:
+    """Region mean of the voxel dose map with the uncertainty components that scale it as a
+    whole: the activity calibration of the maps (the mean dose is proportional to it) and the
+    model uncertainty of our computed kernel (PATIENT_S_MODEL_UNCERTAINTY_REL). Partial-volume
+    effects and image noise are not included (stated in the method)."""
+    comps: dict[str, float] = {}
+    cal = case.voxel.calibration_uncertainty_pct if case.voxel and case.voxel.calibration_uncertainty_pct is not None \
+        else case.options.calibration_uncertainty_pct
+    if cal:
+        comps["calibration"] = mean_gy * cal / 100.0
+    if step.kernel is not None and step.spec.kernel.file is None:  # our computed kernel
+        comps["voxel kernel model"] = mean_gy * PATIENT_S_MODEL_UNCERTAINTY_REL
+    u = math.sqrt(sum(v * v for v in comps.values()))
+    method = (f"mean of the voxel dose map ({step.dose.route}, {step.dose.engine}); uncertainty from the "
+              "calibration and the kernel model only: partial-volume effects and image noise not included")
+    return Quantity(mean_gy, u, "Gy", method, comps).to_json()
 
 
 def slices_for_report(step: VoxelStep, n: int = 4) -> dict[str, Any]:
