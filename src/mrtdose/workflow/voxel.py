@@ -6,8 +6,8 @@ reads) the voxel S-value kernel for the maps' voxel size, runs the chosen engine
 patient-specific S matrix of the labelled regions, and prepares the output files (DICOM RT
 Dose and NIfTI of the dose and TIA maps, DVH CSV) as bytes for the atomic writer.
 
-Voxel-level uncertainties are not propagated (reported as null with a note); the organ-level
-results carry the full uncertainty budget.
+Region mean voxel doses carry the calibration and kernel-model uncertainty; voxel values and
+DVH metrics carry none (null, with a note); the organ-level results carry the full budget.
 """
 
 from __future__ import annotations
@@ -284,7 +284,8 @@ def finish(step: VoxelStep, case: Case, organ_results: dict[str, Any], say: Call
         "density": step.density_source,
         "density_correction": bool(spec.density_correction and spec.density),
         "regions": regions_json,
-        "uncertainty_note": "voxel-level uncertainties are not propagated; see the organ-level results",
+        "uncertainty_note": ("region mean doses carry the calibration and kernel-model uncertainty only; voxel values "
+                             "and DVH metrics carry none (null); the organ-level results carry the full budget"),
         "warnings": list(step.warnings),
         "files": {},
     }
