@@ -36,3 +36,26 @@ class FitError(MrtdoseError):
 
 class PhysicsError(MrtdoseError):
     """A physics calculation was asked for outside its domain of validity."""
+
+
+def _format_loc(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc if not (isinstance(p, str) and p.startswith("function-")))
+
+
+def from_validation_error(exc, what: str, *, source: str | None, unknown_hint: str = "check spelling") -> InputError:
+    """One :class:`InputError` listing every problem of a pydantic ``ValidationError``, each with
+    the dotted path of its field (``regions.kidneys.measurements.1.activity_mbq: ...``);
+    ``field`` is set to the first path."""
+    lines = []
+    errors = exc.errors()
+    for err in errors:
+        loc = _format_loc(err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        if err["type"] == "extra_forbidden":
+            msg = f"unknown field ({unknown_hint})"
+        lines.append(f"  {loc}: {msg}")
+    err = InputError(f"invalid {what}:\n" + "\n".join(lines), source=source)
+    err.field = _format_loc(errors[0]["loc"]) if errors else None  # the lines already name every field
+    return err

@@ -73,7 +73,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from scipy.special import lambertw
 
-from mrtdose.errors import InputError, PhysicsError
+from mrtdose.errors import InputError, PhysicsError, from_validation_error
 from mrtdose.imaging.volume import Volume
 from mrtdose.physics.decay import mean_activity_factor_during_acquisition, require_aware
 from mrtdose.quantities import Quantity
@@ -209,10 +209,6 @@ class _CalibrationFile(_Strict):
     calibrations: list[CalibrationRecord] = Field(min_length=1)
 
 
-def _format_loc(loc: tuple[Any, ...]) -> str:
-    return ".".join(str(p) for p in loc if not (isinstance(p, str) and p.startswith("function-")))
-
-
 def _as_day(on_date: date | datetime) -> date:
     if isinstance(on_date, datetime):
         return require_aware(on_date, "scan time").date()
@@ -321,17 +317,7 @@ def parse_calibrations(data: Any, source: str = "<calibrations>") -> Calibration
     try:
         parsed = _CalibrationFile.model_validate(data)
     except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            loc = _format_loc(err["loc"]) or "(top level)"
-            msg = err["msg"]
-            if msg.startswith("Value error, "):
-                msg = msg[len("Value error, "):]
-            if err["type"] == "extra_forbidden":
-                msg = "unknown field (check spelling)"
-            lines.append(f"  {loc}: {msg}")
-        first = _format_loc(exc.errors()[0]["loc"]) if exc.errors() else None
-        raise InputError("invalid calibration file:\n" + "\n".join(lines), source=source, field=first) from None
+        raise from_validation_error(exc, "calibration file", source=source) from None
     return CalibrationDatabase(tuple(parsed.calibrations), source)
 
 

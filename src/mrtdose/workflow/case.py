@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mrtdose.errors import InputError
+from mrtdose.errors import InputError, from_validation_error
 
 #: Plausibility limits used to catch unit mistakes (activity in Bq or kBq given as MBq, mass in
 #: kg given as g...). The largest single MRT administrations are about 30 GBq (I-131 ablation of
@@ -284,10 +284,6 @@ class Case(_Strict):
         return self
 
 
-def _format_loc(loc: tuple[Any, ...]) -> str:
-    return ".".join(str(p) for p in loc if not (isinstance(p, str) and p.startswith("function-")))
-
-
 def parse_case(data: Any, source: str = "<case>") -> Case:
     """Validate a case document, converting pydantic errors into one clear :class:`InputError`."""
     if not isinstance(data, dict):
@@ -295,16 +291,9 @@ def parse_case(data: Any, source: str = "<case>") -> Case:
     try:
         return Case.model_validate(data)
     except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            loc = _format_loc(err["loc"]) or "(top level)"
-            msg = err["msg"]
-            if msg.startswith("Value error, "):
-                msg = msg[len("Value error, "):]
-            if err["type"] == "extra_forbidden":
-                msg = "unknown field (check spelling; see schemas/case.schema.json)"
-            lines.append(f"  {loc}: {msg}")
-        raise InputError("invalid case file:\n" + "\n".join(lines), source=source) from None
+        raise from_validation_error(
+            exc, "case file", source=source, unknown_hint="check spelling; see schemas/case.schema.json"
+        ) from None
 
 
 def load_case(path: str | Path) -> tuple[Case, bytes]:
