@@ -124,10 +124,7 @@ def _density(density, shape: tuple[int, ...], name: str = "density_map_g_per_ml"
 def _workers(workers: int | None) -> int:
     """None -> all CPUs of this process (scipy.fft's own default would be 1)."""
     if workers is None:
-        try:
-            return max(1, len(os.sched_getaffinity(0)))
-        except AttributeError:  # pragma: no cover - non-Linux
-            return max(1, os.cpu_count() or 1)
+        return vk.available_cpus()
     w = int(workers)
     if w == 0:
         raise InputError("workers must be a non-zero integer (negative: all CPUs, as in scipy.fft)")

@@ -385,13 +385,18 @@ def integrate_maps(
 CHUNK_VOXELS = 1 << 16
 
 
+def available_cpus() -> int:
+    """The CPUs available to this process (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def _n_workers(workers: int | None) -> int:
     """None -> the CPUs available to this process."""
     if workers is None:
-        try:
-            return max(1, len(os.sched_getaffinity(0)))
-        except AttributeError:  # pragma: no cover - non-Linux
-            return max(1, os.cpu_count() or 1)
+        return available_cpus()
     w = int(workers)
     if w < 1:
         raise InputError(f"workers must be >= 1, got {workers}")

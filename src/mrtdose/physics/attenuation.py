@@ -40,7 +40,7 @@ definition in Hubbell & Seltzer (1995) NISTIR 5632, section 3 (also Attix 1986, 
 
 xraylib's own ``CS_Energy`` is *not* used: in xraylib 4.3.0 it disagrees with the NIST
 tabulation by up to 40 % (e.g. water at 30 keV: 0.098 against 0.1557 cm^2/g; a known open
-problem, github.com/tschoonj/xraylib issues 176 and 255).
+problem, xraylib issue tracker, issues 176 and 255).
 
 Energies are in MeV at this module's boundary (xraylib works in keV); coefficients in cm^2/g.
 All functions are vectorised over energy and cached per material.
