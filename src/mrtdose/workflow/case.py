@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from mrtdose.errors import InputError, from_validation_error
 
@@ -119,7 +119,7 @@ class Region(_Strict):
     )
 
     @model_validator(mode="after")
-    def _check(self) -> "Region":
+    def _check(self, info: ValidationInfo) -> "Region":
         if self.mass_g is None and self.volume_ml is None:
             raise ValueError("give mass_g or volume_ml (with density_g_per_ml; default options.organ_density_g_per_ml / lesion_density_g_per_ml, 1.03)")
         if self.mass_g is not None and self.volume_ml is not None and self.density_g_per_ml is not None:
@@ -133,7 +133,8 @@ class Region(_Strict):
             raise ValueError(f"{mass:g} g is larger than a whole body: is the mass in mg? Give grams")
         has_meas = bool(self.measurements)
         has_tia = self.tia_mbq_h is not None
-        if has_meas == has_tia:
+        from_images = bool((info.context or {}).get("imaging")) and not has_meas and not has_tia
+        if has_meas == has_tia and not from_images:
             raise ValueError("give either measurements or tia_mbq_h (exactly one)")
         if self.measurements is not None and len(self.measurements) == 0:
             raise ValueError("measurements is empty")
@@ -237,19 +238,86 @@ class VoxelOptions(_Strict):
     outputs: list[Literal["rtdose", "nifti", "dvh_csv"]] = Field(default_factory=lambda: ["rtdose", "nifti", "dvh_csv"])
 
 
+class ImagingTimepoint(_Strict):
+    spect: str = Field(description="Directory (or file) of the quantitative SPECT/PET series.")
+    ct: str | None = Field(default=None, description="Directory of the CT series of the same time point.")
+    time: datetime | None = Field(default=None, description="Override of the acquisition time (with time zone).")
+    acquisition_duration_s: float | None = Field(
+        default=None, gt=0, description="Total acquisition time (s) for images in counts; default from the headers."
+    )
+    series_uid: str | None = Field(default=None, description="SeriesInstanceUID when the folder holds several series.")
+
+    @field_validator("time")
+    @classmethod
+    def _aware(cls, v: datetime | None) -> datetime | None:
+        if v is not None and (v.tzinfo is None or v.utcoffset() is None):
+            raise ValueError(f"'{v.isoformat()}' has no time zone; append e.g. +00:00")
+        return v
+
+
+class ImagingCalibration(_Strict):
+    """Camera sensitivity for images in counts (images in Bq/mL need none)."""
+
+    sensitivity_cps_per_mbq: float | None = Field(default=None, gt=0)
+    uncertainty_pct: float = Field(default=0.0, ge=0, le=100)
+    database: str | None = Field(default=None, description="Calibration database (YAML) to select from.")
+    camera: str | None = None
+    collimator: str | None = None
+    window: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "ImagingCalibration":
+        if (self.sensitivity_cps_per_mbq is None) == (self.database is None):
+            raise ValueError("give sensitivity_cps_per_mbq or database (with camera, collimator, window)")
+        if self.database is not None and not (self.camera and self.collimator and self.window):
+            raise ValueError("a calibration database needs camera, collimator and window")
+        return self
+
+
+class ImagingRegions(_Strict):
+    rtstruct: str | None = Field(default=None, description="RTSTRUCT on the first time point's CT.")
+    names: dict[str, str] = Field(default_factory=dict, description="ROI name in the file -> region name.")
+    labels: VoxelLabels | None = Field(default=None, description="Or a label map (NIfTI) on the first SPECT grid.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "ImagingRegions":
+        if (self.rtstruct is None) == (self.labels is None):
+            raise ValueError("give rtstruct or labels")
+        return self
+
+
+class Imaging(_Strict):
+    """Quantitative images at several times: region activities and masses for the core chain."""
+
+    timepoints: list[ImagingTimepoint] = Field(min_length=1)
+    calibration: ImagingCalibration | None = None
+    regions: ImagingRegions
+    registration: Literal["none", "rigid"] = "none"
+    timezone: str | None = Field(default=None, description="IANA zone for headers without a UTC offset.")
+    activity_uncertainty_pct: float = Field(
+        default=5.0, gt=0, le=100,
+        description="Standard uncertainty (%) of each region activity from delineation and noise (calibration separate).",
+    )
+
+
 class Case(_Strict):
     patient: Patient
     radiopharmaceutical: str | None = None
     nuclide: str | None = None
     administration: Administration
-    regions: dict[str, Region] = Field(min_length=1)
+    regions: dict[str, Region] = Field(default_factory=dict)
     options: Options = Field(default_factory=Options)
     previous_cycles: list[PreviousCycle] = Field(default_factory=list)
     voxel: VoxelOptions | None = None
+    imaging: Imaging | None = None
     notes: str | None = None
 
     @model_validator(mode="after")
     def _check(self) -> "Case":
+        if not self.regions and self.imaging is None:
+            raise ValueError("regions: give at least one region (or an imaging block that measures them)")
+        if self.imaging is not None and self.administration.time is None:
+            raise ValueError("imaging needs administration.time (image times come from the headers)")
         if not self.radiopharmaceutical and not self.nuclide:
             raise ValueError("give radiopharmaceutical (e.g. Lu-177-DOTATATE) or nuclide (e.g. Lu-177)")
         for name, r in self.regions.items():
@@ -289,7 +357,8 @@ def parse_case(data: Any, source: str = "<case>") -> Case:
     if not isinstance(data, dict):
         raise InputError("a case must be a mapping (YAML/JSON object) at the top level", source=source)
     try:
-        return Case.model_validate(data)
+        # with an imaging block, regions may be given without measurements: the images measure them
+        return Case.model_validate(data, context={"imaging": data.get("imaging") is not None})
     except ValidationError as exc:
         raise from_validation_error(
             exc, "case file", source=source, unknown_hint="check spelling; see schemas/case.schema.json"

@@ -269,6 +269,18 @@ def run_case(
     say = progress or (lambda msg: None)
     warnings: list[str] = []
     nuclide, rp_label = _nuclide_for(case)
+    imaging_json = None
+    imaging_display: dict[str, Any] = {}
+    if case.imaging is not None:
+        from mrtdose.workflow import imaging as imaging_wf
+
+        im = imaging_wf.quantify(case, nuclide, base_dir, say)
+        new_opts = case.options
+        if case.options.calibration_uncertainty_pct is None and im.calibration_uncertainty_pct is not None:
+            new_opts = case.options.model_copy(update={"calibration_uncertainty_pct": im.calibration_uncertainty_pct})
+        case = case.model_copy(update={"regions": im.regions, "options": new_opts})
+        imaging_json, imaging_display = im.json, im.display
+        warnings.extend(im.warnings)
     opts = case.options
 
     # --- regions: geometry, measurements, kinetics -------------------------------------------
@@ -521,12 +533,13 @@ def run_case(
                         )
 
     cumulative = _cumulative(case, regions_out, works)
-    voxel_json, files, display = None, {}, {}
+    voxel_json, files = None, {}
+    display: dict[str, Any] = {"imaging": imaging_display} if imaging_display else {}
     if voxel_step is not None:
         from mrtdose.workflow import voxel as voxel_wf
 
         voxel_json, files = voxel_wf.finish(voxel_step, case, regions_out, say)
-        display = {"voxel": voxel_wf.slices_for_report(voxel_step)}
+        display["voxel"] = voxel_wf.slices_for_report(voxel_step)
         warnings.extend(voxel_json["warnings"])
     for w in works:
         warnings.extend(w.warnings)
@@ -571,6 +584,7 @@ def run_case(
         "regions": regions_out,
         "cumulative": cumulative,
         "voxel": voxel_json,
+        "imaging": imaging_json,
         "uncertainty": {
             "method": methods["uncertainty"],
             "coverage": "standard uncertainty, k=1",
