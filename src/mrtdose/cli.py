@@ -118,6 +118,25 @@ def demo(out_dir: Path = typer.Option(Path("out/demo"), "--out", "-o", help="Out
 
 
 @app.command()
+def simulate(
+    out_dir: Path = typer.Argument(..., help="Output directory for the virtual patient (DICOM series, RTSTRUCT, truth.json)."),
+    radiopharmaceutical: str = typer.Option("Lu-177-DOTATATE", "--radiopharmaceutical", "-r",
+                                            help="Lu-177-DOTATATE or Lu-177-PSMA-617."),
+    seed: int = typer.Option(1, "--seed", help="Random seed (noise)."),
+) -> None:
+    """Make a virtual patient with known truth: CT and SPECT series at 4, 24, 96 and 168 h."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from mrtdose.workflow.virtual_patient import simulate_patient
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True) as p:
+        p.add_task(f"simulating {radiopharmaceutical} virtual patient", total=None)
+        res = simulate_patient(out_dir, radiopharmaceutical=radiopharmaceutical, seed=seed)
+    out.print(f"virtual patient: {Path(res['out_dir']).resolve()}")
+    out.print(f"truth:           {Path(res['truth_json']).resolve()}")
+
+
+@app.command()
 def validate(case: Path = typer.Argument(..., help="Case file (YAML or JSON).")) -> None:
     """Check a case file against the schema without running it."""
     from mrtdose.workflow.case import load_case

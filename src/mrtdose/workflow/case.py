@@ -120,7 +120,8 @@ class Region(_Strict):
 
     @model_validator(mode="after")
     def _check(self, info: ValidationInfo) -> "Region":
-        if self.mass_g is None and self.volume_ml is None:
+        from_images = bool((info.context or {}).get("imaging"))
+        if self.mass_g is None and self.volume_ml is None and not from_images:
             raise ValueError("give mass_g or volume_ml (with density_g_per_ml; default options.organ_density_g_per_ml / lesion_density_g_per_ml, 1.03)")
         if self.mass_g is not None and self.volume_ml is not None and self.density_g_per_ml is not None:
             implied = self.mass_g / self.volume_ml
@@ -133,8 +134,7 @@ class Region(_Strict):
             raise ValueError(f"{mass:g} g is larger than a whole body: is the mass in mg? Give grams")
         has_meas = bool(self.measurements)
         has_tia = self.tia_mbq_h is not None
-        from_images = bool((info.context or {}).get("imaging")) and not has_meas and not has_tia
-        if has_meas == has_tia and not from_images:
+        if has_meas == has_tia and not (from_images and not has_meas and not has_tia):
             raise ValueError("give either measurements or tia_mbq_h (exactly one)")
         if self.measurements is not None and len(self.measurements) == 0:
             raise ValueError("measurements is empty")
