@@ -89,6 +89,7 @@ def quantify(case: Case, nuclide: Nuclide, base_dir: Path | None, say: Callable[
     cts: list[Volume | None] = []
     tp_json: list[dict[str, Any]] = []
     u_cal: float | None = None
+    fors: list[str | None] = []
     for i, tp in enumerate(spec.timepoints):
         where = f"imaging.timepoints.{i}"
         say(f"imaging: reading time point {i + 1}/{len(spec.timepoints)}")
@@ -117,12 +118,18 @@ def quantify(case: Case, nuclide: Nuclide, base_dir: Path | None, say: Callable[
             raise InputError(f"acquired {t_h:.2f} h after the administration", source=str(spath), field=where)
         images.append(act)
         cts.append(ct)
+        fors.append(info.frame_of_reference_uid)
         tp_json.append({"time_h": t_h, "acquisition_time": info.acquisition_time.isoformat(),
                         "time_source": info.time_source, "series_description": info.series_description,
                         "modality": info.modality, "unit": vol.unit, "quantification": method,
                         "warnings": list(info.warnings)})
         warnings.extend(f"{where}: {w}" for w in info.warnings)
     ref = images[0]
+    if spec.registration == "none" and len({f for f in fors if f}) > 1:
+        warnings.append(
+            "imaging: the time points are in different frames of reference and registration is 'none': the "
+            "patient is assumed to lie at the same scanner coordinates; use registration: rigid otherwise"
+        )
 
     # bring every time point onto the first SPECT grid
     say("imaging: registration")
