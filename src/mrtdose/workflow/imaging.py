@@ -27,6 +27,7 @@ from mrtdose.imaging.calibration import counts_to_activity_concentration, load_c
 from mrtdose.imaging.density import density_from_ct
 from mrtdose.imaging.dicom_series import read_series, read_series_with_info
 from mrtdose.imaging.nifti import read_nifti
+from mrtdose.imaging.regions import body_mask
 from mrtdose.imaging.resample import resample
 from mrtdose.imaging.rtstruct import rtstruct_masks
 from mrtdose.imaging.volume import Volume
@@ -141,9 +142,20 @@ def quantify(case: Case, nuclide: Nuclide, base_dir: Path | None, say: Callable[
 
             if cts[0] is None or cts[i] is None:
                 raise InputError("rigid registration needs a CT at every time point", field=f"imaging.timepoints.{i}.ct")
-            tr = reg.register_rigid(cts[0], cts[i])
+            # start from the recorded patient coordinates (same scanner, patient on the couch)
+            tr = reg.register_rigid(cts[0], cts[i], initial="identity", require_modality="CT")
             aligned.append(reg.apply_transform(tr, images[i], ref, interpolation="linear", conserve_total=True))
-            reg_json.append({"time_point": i, "method": "rigid CT-to-CT", **tr.to_json()})
+            # quality: overlap and surface distance of the body outlines after registration
+            b0 = body_mask(cts[0])
+            bi = cts[i].with_array(body_mask(cts[i]).astype(np.uint8), unit="1")
+            moved_body = reg.apply_transform(tr, bi, cts[0], interpolation="nearest").array > 0
+            ov = reg.mask_overlap(b0, moved_body)
+            sd = reg.surface_distances(b0, moved_body, cts[0].spacing_mm)
+            reg_json.append({"time_point": i, "method": "rigid CT-to-CT", "transform": tr.to_dict(),
+                             "quality": {"body_dice": ov.dice, "body_mean_surface_distance_mm": sd.mean_mm,
+                                         "body_hd95_mm": sd.hd95_mm}})
+            if ov.dice < 0.9:
+                warnings.append(f"imaging: registration of time point {i} is poor (body Dice {ov.dice:.2f}); check it")
         else:
             moved = images[i] if images[i].same_grid(ref) else resample(images[i], ref, interpolation="linear",
                                                                          conserve="total")
