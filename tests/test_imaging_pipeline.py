@@ -104,3 +104,32 @@ def test_rigid_registration_recovers_a_moved_patient(tmp_path):
     still = acts[("still", "none")]
     assert abs(acts[("moved", "none")] / still - 1) > 0.05
     assert acts[("moved", "rigid")] == pytest.approx(still, rel=0.03)
+
+
+def test_recovery_curve_corrects_lesions(patient, tmp_path):
+    """imaging.recovery: each listed region's activities are divided by RC(volume) from the
+    curve, with u(RC) from the curve's covariance; the TIA scales by exactly 1/RC."""
+    import numpy as np
+
+    from mrtdose.imaging.recovery import fit_recovery_curve
+
+    d, truth = patient
+    # sphere recoveries of a 10 mm FWHM camera (NEMA/IEC spheres; values of the kind measured in
+    # tests/test_virtual_patient.py), fitted with the sigmoid RC(V) = a / (1 + (b/V)^c)
+    vols = np.array([26.5, 11.5, 5.6, 2.6, 1.15])
+    curve = fit_recovery_curve(vols, np.array([0.75, 0.66, 0.58, 0.47, 0.37]), np.full(5, 0.02))
+    path = curve.save(tmp_path / "rc.yaml")
+    base = run_case(parse_case(_case(truth)), base_dir=d).results
+    doc = _case(truth)
+    doc["imaging"]["recovery"] = {"curve": str(path), "regions": ["lesion_1", "lesion_3"]}
+    res = run_case(parse_case(doc), base_dir=d).results
+    for n in ("lesion_1", "lesion_3"):
+        v = res["imaging"]["regions"][n]["volume_ml"]
+        rc, u = curve.rc_with_uncertainty(v)
+        got = res["imaging"]["recovery"]["regions"][n]
+        assert got["recovery_coefficient"] == pytest.approx(float(rc)) and got["uncertainty"] == pytest.approx(float(u))
+        ratio = res["regions"][n]["time_integrated_activity"]["value"] / base["regions"][n]["time_integrated_activity"]["value"]
+        assert ratio == pytest.approx(1.0 / float(rc), rel=1e-6)
+        assert res["regions"][n]["time_integrated_activity"]["components"]["recovery coefficient"] > 0
+    assert res["regions"]["liver"]["time_integrated_activity"]["value"] == pytest.approx(
+        base["regions"]["liver"]["time_integrated_activity"]["value"])

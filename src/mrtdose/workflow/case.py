@@ -286,6 +286,13 @@ class ImagingRegions(_Strict):
         return self
 
 
+class ImagingRecovery(_Strict):
+    """Partial-volume correction of region activities with a recovery-coefficient curve."""
+
+    curve: str = Field(description="Recovery curve file (YAML/JSON) written by mrtdose.imaging.recovery.")
+    regions: list[str] = Field(min_length=1, description="Regions to correct (typically lesions).")
+
+
 class Imaging(_Strict):
     """Quantitative images at several times: region activities and masses for the core chain."""
 
@@ -293,6 +300,7 @@ class Imaging(_Strict):
     calibration: ImagingCalibration | None = None
     regions: ImagingRegions
     registration: Literal["none", "rigid"] = "none"
+    recovery: ImagingRecovery | None = None
     timezone: str | None = Field(default=None, description="IANA zone for headers without a UTC offset.")
     activity_uncertainty_pct: float = Field(
         default=5.0, gt=0, le=100,

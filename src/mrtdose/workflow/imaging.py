@@ -195,6 +195,18 @@ def quantify(case: Case, nuclide: Nuclide, base_dir: Path | None, say: Callable[
             volumes[name] = float(m.sum() * ref.voxel_volume_ml)
             masses[name] = float((rho_img.array[m].sum() if rho_img is not None else 1.03 * m.sum()) * ref.voxel_volume_ml)
     v_ml = ref.voxel_volume_ml
+    recovery: dict[str, tuple[float, float]] = {}
+    if spec.recovery is not None:
+        from mrtdose.imaging.recovery import load_recovery_curve
+
+        curve = load_recovery_curve(_path(base_dir, spec.recovery.curve))
+        for name in spec.recovery.regions:
+            if name not in fractions:
+                raise InputError("not one of the image regions", field=f"imaging.recovery.regions: {name}")
+            rc, u_rc = curve.rc_with_uncertainty(volumes[name])
+            recovery[name] = (float(rc), float(u_rc))
+            if curve.is_extrapolation(volumes[name]):
+                warnings.append(f"imaging: {name}: {volumes[name]:.3g} mL is outside the recovery curve's sphere volumes")
     regions: dict[str, Region] = {}
     reg_out: dict[str, Any] = {}
     for name, frac in fractions.items():
@@ -208,6 +220,8 @@ def quantify(case: Case, nuclide: Nuclide, base_dir: Path | None, say: Callable[
             raise InputError("region has both image-based activities and measurements/tia in the case",
                              field=f"regions.{name}")
         base.setdefault("mass_g", round(masses[name], 3))
+        if name in recovery:
+            base["recovery_coefficient"], base["recovery_uncertainty"] = recovery[name]
         base["measurements"] = [
             {"time_h": tp["time_h"], "activity_mbq": a, "uncertainty_pct": spec.activity_uncertainty_pct}
             for tp, a in zip(tp_json, acts)
@@ -228,6 +242,9 @@ def quantify(case: Case, nuclide: Nuclide, base_dir: Path | None, say: Callable[
         "grid": {"shape_zyx": list(ref.array.shape), "spacing_mm": list(ref.spacing_mm)},
         "regions": reg_out,
         "activity_uncertainty_pct": spec.activity_uncertainty_pct,
+        "recovery": ({"curve": spec.recovery.curve,
+                      "regions": {n: {"volume_ml": volumes[n], "recovery_coefficient": rc, "uncertainty": u}
+                                  for n, (rc, u) in recovery.items()}} if recovery else None),
     }
     display = {"slices": _slices(aligned, fractions)}
     return ImagingResult(regions, out, None if u_cal is None else 100.0 * u_cal, warnings, display)
