@@ -266,3 +266,80 @@ def dose_overlay(
                   edgecolor="#303030", framealpha=1.0, labelcolor="white")
     ax.set_title(_plain(title), fontsize=9)
     return figure_to_data_uri(fig)
+
+
+def activity_overlay(
+    activity_bq_per_ml: Any,
+    regions: Sequence[tuple[str, Any]],
+    spacing_mm: Sequence[float] | None,
+    title: str,
+    vmax_kbq_per_ml: float | None = None,
+) -> str | None:
+    """One axial slice of a quantitative (activity-concentration) image with region outlines.
+
+    ``activity_bq_per_ml``: 2D array (rows j, columns i) in Bq/mL, drawn in kBq/mL on a linear
+    colour scale from 0 to ``vmax_kbq_per_ml`` (default: the slice maximum) with a colour bar;
+    ``regions``: (name, 2D fractional occupancy mask of the same shape) in the order of the
+    results document: each region's outline is the 0.5 contour of its mask, in the colour
+    :func:`region_colour` gives its position, with a legend. ``spacing_mm``: (x, y, z) voxel
+    size; the pixel aspect is x:y. Row 0 is drawn at the top. Returns a PNG data URI, or None
+    when the image is not a non-empty 2D array."""
+    import numpy as np
+    from matplotlib.lines import Line2D
+
+    try:
+        a = np.asarray(activity_bq_per_ml, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    if a.ndim != 2 or a.size == 0:
+        return None
+    k = a / 1e3  # Bq/mL -> kBq/mL
+    ny, nx = k.shape
+    sx, sy = 1.0, 1.0
+    if spacing_mm is not None and len(spacing_mm) >= 2 and all(_finite(s) and s > 0 for s in spacing_mm[:2]):
+        sx, sy = float(spacing_mm[0]), float(spacing_mm[1])
+    finite = k[np.isfinite(k)]
+    top = float(vmax_kbq_per_ml) if _finite(vmax_kbq_per_ml) and vmax_kbq_per_ml > 0 else (  # type: ignore[operator]
+        float(finite.max()) if finite.size else 0.0)
+    if not top > 0:
+        top = 1.0
+    width_mm, height_mm = nx * sx, ny * sy
+    fig_w = 6.4
+    fig_h = max(3.0, min(7.5, fig_w * 0.8 * height_mm / width_mm + 1.2))
+    fig = Figure(figsize=(fig_w, fig_h), dpi=_DPI, layout="constrained")
+    ax = fig.subplots()
+    im = ax.imshow(k, cmap="viridis", vmin=0.0, vmax=top, origin="upper", interpolation="nearest",
+                   extent=(0.0, width_mm, height_mm, 0.0))
+    above = bool(finite.size and float(finite.max()) > top)
+    cbar = fig.colorbar(im, ax=ax, shrink=0.9, extend="max" if above else "neither")
+    cbar.set_label("activity concentration (kBq/mL)")
+    xs = (np.arange(nx) + 0.5) * sx
+    ys = (np.arange(ny) + 0.5) * sy
+    px = np.concatenate(([xs[0] - sx], xs, [xs[-1] + sx]))
+    py = np.concatenate(([ys[0] - sy], ys, [ys[-1] + sy]))
+    handles = []
+    for r, (name, frac) in enumerate(regions):
+        try:
+            m = np.asarray(frac, dtype=np.float64)
+        except (TypeError, ValueError):
+            continue
+        if m.shape != k.shape:
+            continue
+        m = np.where(np.isfinite(m), m, 0.0)
+        if not (m >= 0.5).any() or m.max() == m.min():
+            continue
+        colour = region_colour(r)
+        # pad so that regions touching the edge of the slice are closed
+        ax.contour(px, py, np.pad(m, 1), levels=[0.5], colors=[colour], linewidths=1.4)
+        handles.append(Line2D([], [], color=colour, lw=2.0, label=_plain(name)))
+    ax.set_xlim(0.0, width_mm)
+    ax.set_ylim(height_mm, 0.0)
+    ax.set_xlabel("x (mm, column i)")
+    ax.set_ylabel("y (mm, row j)")
+    ax.set_facecolor("black")
+    if handles:
+        ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12),
+                  ncol=min(4, len(handles)), frameon=True, facecolor="#303030",
+                  edgecolor="#303030", framealpha=1.0, labelcolor="white")
+    ax.set_title(_plain(title), fontsize=9)
+    return figure_to_data_uri(fig)
