@@ -373,7 +373,7 @@ def test_schema_rejects_documents_missing_what_the_pipeline_guarantees(results, 
 
 def test_schema_allows_later_additions(results, validator):
     doc = copy.deepcopy(results)
-    doc["imaging"] = {"spect": {"camera": "Symbia Intevo", "calibration_factor_cps_per_mbq": 9.8}}
+    doc["spect_protocol"] = {"spect": {"camera": "Symbia Intevo", "calibration_factor_cps_per_mbq": 9.8}}
     doc["regions"]["kidneys"]["dvh"] = {"d50_gy": 4.6}
     doc["regions"]["kidneys"]["kinetics"]["something_new"] = [1, 2]
     assert validator.is_valid(doc)

@@ -1135,6 +1135,162 @@ def _region_voxel(doc: Mapping[str, Any], r: Mapping[str, Any]) -> list[dict[str
     return rows
 
 
+
+# --------------------------------------------------------------------------------------------
+# quantitative imaging (results["imaging"], display["imaging"])
+# --------------------------------------------------------------------------------------------
+
+_IMAGING_SHOWN = {"timepoints", "registration", "regions", "regions_source", "grid", "activity_uncertainty_pct"}
+
+
+def _imaging_timepoints(im: Mapping[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for i, tp in enumerate(im.get("timepoints") or []):
+        if not isinstance(tp, Mapping):
+            continue
+        ws = tp.get("warnings")
+        out.append({
+            "index": i + 1,
+            "time_h": format_number(tp.get("time_h"), 5),
+            "acquisition_time": str(tp.get("acquisition_time") or _DASH),
+            "time_source": str(tp.get("time_source") or _DASH),
+            "series": str(tp.get("series_description") or _DASH),
+            "modality": str(tp.get("modality") or _DASH),
+            "unit": str(tp.get("unit") or _DASH),
+            "quantification": str(tp.get("quantification") or _DASH),
+            "warnings": [str(w) for w in ws] if isinstance(ws, (list, tuple)) else [],
+        })
+    return out
+
+
+def _imaging_registration(im: Mapping[str, Any], times: Sequence[str]) -> dict[str, Any]:
+    rows = []
+    any_quality = False
+    for r in im.get("registration") or []:
+        if not isinstance(r, Mapping):
+            continue
+        tp = r.get("time_point")
+        q = r.get("quality") if isinstance(r.get("quality"), Mapping) else {}
+        any_quality = any_quality or bool(q)
+        idx = tp if isinstance(tp, int) and not isinstance(tp, bool) else None
+        rows.append({
+            "time_point": str(idx + 1) if idx is not None else _DASH,
+            "time_h": times[idx] if idx is not None and 0 <= idx < len(times) else _DASH,
+            "method": str(r.get("method") or _DASH),
+            "dice": format_number(q.get("body_dice"), 4) if "body_dice" in q else _DASH,
+            "msd": format_number(q.get("body_mean_surface_distance_mm"), 3) if "body_mean_surface_distance_mm" in q else _DASH,
+            "hd95": format_number(q.get("body_hd95_mm"), 3) if "body_hd95_mm" in q else _DASH,
+            "transform": _pretty(r["transform"]) if isinstance(r.get("transform"), (Mapping, list)) else None,
+        })
+    return {"rows": rows, "quality": any_quality}
+
+
+def _imaging_regions(doc: Mapping[str, Any], im: Mapping[str, Any], n_tp: int) -> dict[str, Any]:
+    regs = im.get("regions") if isinstance(im.get("regions"), Mapping) else {}
+    anchors = {str(n): f"region-{i + 1}" for i, n in enumerate((doc.get("regions") or {}).keys())}
+    times: list[str] = [format_number(tp.get("time_h"), 5) for tp in im.get("timepoints") or [] if isinstance(tp, Mapping)]
+    rows = []
+    for name, r in regs.items():
+        if not isinstance(r, Mapping):
+            continue
+        acts = r.get("activities_mbq") if isinstance(r.get("activities_mbq"), (list, tuple)) else []
+        if not times and isinstance(r.get("times_h"), (list, tuple)):
+            times = [format_number(t, 5) for t in r["times_h"]]
+        v, m = r.get("volume_ml"), r.get("mass_g_from_ct")
+        rows.append({
+            "name": str(name),
+            "anchor": anchors.get(str(name)),
+            "volume": format_number(v, 4) if _finite(v) else _DASH,
+            "mass": format_number(m, 4) if _finite(m) else _DASH,
+            "activities": [format_number(a, 4) for a in acts],
+        })
+    n = max([len(times), n_tp] + [len(r["activities"]) for r in rows])
+    times = list(times) + [_DASH] * (n - len(times))
+    for r in rows:
+        r["activities"] = r["activities"] + [_DASH] * (n - len(r["activities"]))
+    return {"times": times, "rows": rows}
+
+
+def _imaging_info(im: Mapping[str, Any]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    if "regions_source" in im:
+        rows.append({"label": "Regions from", "value": str(im.get("regions_source") or _DASH), "pre": False, "bullets": None})
+    grid = im.get("grid") if isinstance(im.get("grid"), Mapping) else None
+    if grid:
+        shape, sp = grid.get("shape_zyx"), grid.get("spacing_mm")
+        parts = []
+        if isinstance(shape, (list, tuple)):
+            parts.append(" × ".join(format_number(x) for x in shape) + " voxels (z × y × x)")
+        if isinstance(sp, (list, tuple)):
+            parts.append(" × ".join(format_number(x, 4) for x in sp) + " mm (x × y × z)")
+        rows.append({"label": "Common grid (first time point)", "value": "; ".join(parts) or _pretty(grid),
+                     "pre": False, "bullets": None})
+    pct = im.get("activity_uncertainty_pct")
+    if "activity_uncertainty_pct" in im:
+        rows.append({"label": "Standard uncertainty of each region activity (delineation, noise)",
+                     "value": f"{format_number(pct)} %" if _finite(pct) else _DASH, "pre": False, "bullets": None})
+    rows.extend(_kv_rows(im, skip=_IMAGING_SHOWN))
+    return rows
+
+
+def _imaging_images(display: Mapping[str, Any] | None, im: Mapping[str, Any],
+                    times: Sequence[str]) -> dict[str, Any] | None:
+    """The activity-slice figures from the display data (None: no display data given)."""
+    if not isinstance(display, Mapping) or not isinstance(display.get("imaging"), Mapping):
+        return None
+    slices = [s for s in display["imaging"].get("slices") or [] if isinstance(s, Mapping)]
+    grid = im.get("grid") if isinstance(im.get("grid"), Mapping) else {}
+    spacing = display["imaging"].get("spacing_mm") or grid.get("spacing_mm")
+    order = [str(n) for n in (im.get("regions") or {})] if isinstance(im.get("regions"), Mapping) else []
+    # one linear colour scale for all time points (so that the images show the kinetics)
+    vmax = None
+    for s in slices:
+        try:
+            a = np.asarray(s.get("activity_bq_per_ml"), dtype=np.float64)
+        except (TypeError, ValueError):
+            continue
+        a = a[np.isfinite(a)]
+        if a.size and (vmax is None or float(a.max()) > vmax):
+            vmax = float(a.max())
+    vmax_k = vmax / 1e3 if vmax is not None and vmax > 0 else None
+    out = []
+    for i, s in enumerate(slices):
+        masks = s.get("regions") if isinstance(s.get("regions"), Mapping) else {}
+        names = [n for n in order if n in masks] + [str(n) for n in masks if str(n) not in order]
+        z = s.get("z")
+        zt = format_number(z) if z is not None else "?"
+        t = times[i] if i < len(times) else _DASH
+        img = plots.activity_overlay(s.get("activity_bq_per_ml"), [(n, masks.get(n)) for n in names], spacing,
+                                     f"time point {i + 1} ({t} h after administration), axial slice z = {zt}",
+                                     vmax_kbq_per_ml=vmax_k)
+        if img is None:
+            continue
+        present = []
+        for n in names:
+            try:
+                if np.any(np.asarray(masks.get(n), dtype=np.float64) >= 0.5):
+                    present.append(n)
+            except (TypeError, ValueError):
+                continue
+        out.append({"img": img, "index": i + 1, "time_h": t, "z": zt, "regions": ", ".join(present) or "none"})
+    return {"images": out, "vmax": f"{format_sig(vmax_k, 3)} kBq/mL" if _finite(vmax_k) else _DASH}
+
+
+def _imaging(doc: Mapping[str, Any], display: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    im = doc.get("imaging")
+    if not isinstance(im, Mapping):
+        return None
+    tps = _imaging_timepoints(im)
+    times = [t["time_h"] for t in tps]
+    return {
+        "timepoints": tps,
+        "registration": _imaging_registration(im, times),
+        "regions": _imaging_regions(doc, im, len(tps)),
+        "info": _imaging_info(im),
+        "images": _imaging_images(display, im, times),
+    }
+
+
 def build_context(results: Mapping[str, Any], display: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The template context for ``results`` (a deep copy is read; the argument is not touched)
     and the optional display data (``CaseResult.display``: image slices for the figures)."""
@@ -1151,7 +1307,7 @@ def build_context(results: Mapping[str, Any], display: Mapping[str, Any] | None 
         "uncertainty": _uncertainty(doc),
         "methods": _methods(doc),
         "calibration_pct": (doc.get("methods") or {}).get("calibration_uncertainty_pct"),
-        "imaging": _kv_rows(doc["imaging"]) if isinstance(doc.get("imaging"), Mapping) else None,
+        "imaging": _imaging(doc, display),
         "nuclide": _nuclide(doc),
         "icrp107_notice": ICRP107_NOTICE,
         "provenance": _provenance(doc),
@@ -1183,8 +1339,11 @@ def render_report(results: Mapping[str, Any], display: Mapping[str, Any] | None 
     display : optional display data (``CaseResult.display``), used only for figures that the
         results document does not hold: ``display["voxel"]`` with the axial ``slices`` of the
         dose map (``dose_gy``, ``regions``, ``z``), ``region_names``, ``spacing_mm`` and
-        ``max_dose_gy`` (:func:`mrtdose.workflow.voxel.slices_for_report`). Without it the
-        report is complete but for the dose overlay images, and says where the maps are.
+        ``max_dose_gy`` (:func:`mrtdose.workflow.voxel.slices_for_report`), and
+        ``display["imaging"]`` with one axial ``slices`` entry per imaging time point
+        (``z``, ``activity_bq_per_ml``: 2D array, ``regions``: name -> 2D fractional mask;
+        :func:`mrtdose.workflow.imaging.quantify`). Without it the report is complete but for
+        the dose overlay and activity images, and says where the maps are.
 
     Returns
     -------
