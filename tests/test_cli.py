@@ -97,6 +97,9 @@ def test_demo_runs(tmp_path):
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "demo" / "results.json").is_file()
     assert (tmp_path / "demo" / "report.html").is_file()
+    assert (tmp_path / "demo" / "dose_rtdose.dcm").is_file()  # voxel dosimetry of the bundled case
+    assert (tmp_path / "demo" / "imaging" / "report.html").is_file()  # the virtual patient's DICOM case
+    assert json.loads((tmp_path / "demo" / "imaging" / "results.json").read_text())["imaging"]["timepoints"]
     assert "report:" in r.stdout
 
 

@@ -26,20 +26,11 @@ def patient(tmp_path_factory):
 
 
 def _case(truth):
-    tps = [{"spect": tp["nm_dir"], "ct": tp["ct_dir"]} for tp in truth["time_points"]]
-    return {
-        "patient": {"id": truth["patient_id"]},
-        "radiopharmaceutical": "Lu-177-DOTATATE",
-        "administration": {"activity_mbq": truth["administration"]["activity_mbq"], "time": truth["administration"]["time"]},
-        "imaging": {
-            "timepoints": tps,
-            "calibration": {"sensitivity_cps_per_mbq": truth["calibration"]["sensitivity_cps_per_mbq"], "uncertainty_pct": 3},
-            "regions": {"rtstruct": truth["rtstruct"]["file"],
-                        "names": {n: n for n in ("liver", "kidneys", "spleen", "lesion_1", "lesion_3")}},
-        },
-        "regions": {"lesion_1": {"kind": "lesion"}, "lesion_3": {"kind": "lesion"}},
-        "options": {"monte_carlo_samples": 0},
-    }
+    from mrtdose.workflow.virtual_patient import imaging_case
+
+    doc = imaging_case(truth)
+    doc["options"] = {"monte_carlo_samples": 0}
+    return doc
 
 
 def test_dicom_case_end_to_end(patient):

@@ -107,12 +107,33 @@ def example_case_path() -> Path:
 
 
 @app.command()
-def demo(out_dir: Path = typer.Option(Path("out/demo"), "--out", "-o", help="Output directory.")) -> None:
-    """Run the bundled synthetic example case end to end."""
+def demo(
+    out_dir: Path = typer.Option(Path("out/demo"), "--out", "-o", help="Output directory."),
+    imaging: bool = typer.Option(True, "--imaging/--no-imaging", help="Also simulate a virtual patient and run its DICOM case."),
+) -> None:
+    """Run the bundled synthetic example case end to end (organ-level and voxel dosimetry), then a
+    virtual patient's DICOM case (quantitative imaging)."""
     case = example_case_path()
     out.print(f"example case: {case}")
     paths = _run_to(case, out_dir)
     _summary(json.loads(paths["results.json"].read_text(encoding="utf-8")))
+    out.print(f"results: {paths['results.json'].resolve()}")
+    out.print(f"report:  {paths['report.html'].resolve()}")
+    if not imaging:
+        return
+    import yaml
+
+    from mrtdose.workflow.outputs import write_atomic
+    from mrtdose.workflow.virtual_patient import imaging_case, simulate_patient
+
+    vp = out_dir / "virtual_patient"
+    out.print(f"simulating a virtual patient (DICOM CT + SPECT at 4 time points) in {vp}")
+    res = simulate_patient(vp, seed=5)
+    doc = imaging_case(res["truth"])
+    write_atomic(vp, {"case.yaml": yaml.safe_dump(doc, sort_keys=False).encode("utf-8")})
+    paths = _run_to(vp / "case.yaml", out_dir / "imaging")
+    _summary(json.loads(paths["results.json"].read_text(encoding="utf-8")))
+    out.print(f"imaging case: {vp / 'case.yaml'} (truth: {vp / 'truth.json'})")
     out.print(f"results: {paths['results.json'].resolve()}")
     out.print(f"report:  {paths['report.html'].resolve()}")
 

@@ -674,3 +674,25 @@ def simulate_patient(
     truth_path = out / "truth.json"
     _write_json_atomic(truth_path, truth)
     return {"out_dir": out, "truth_json": truth_path, "rtstruct": rtstruct_path, "time_points": tp_out, "truth": truth}
+
+
+def imaging_case(truth: dict[str, Any], regions: tuple[str, ...] = ("liver", "kidneys", "spleen", "lesion_1", "lesion_3"),
+                 *, calibration_uncertainty_pct: float = 3.0) -> dict[str, Any]:
+    """A case document measuring ``regions`` from a simulated patient's DICOM (paths relative to
+    the patient's directory): the imaging block, lesions marked as lesions."""
+    tps = [{"spect": tp["nm_dir"], "ct": tp["ct_dir"]} for tp in truth["time_points"]]
+    return {
+        "patient": {"id": truth["patient_id"]},
+        "radiopharmaceutical": truth["radiopharmaceutical"],
+        "administration": {"activity_mbq": truth["administration"]["activity_mbq"],
+                           "time": truth["administration"]["time"]},
+        "imaging": {
+            "timepoints": tps,
+            "calibration": {"sensitivity_cps_per_mbq": truth["calibration"]["sensitivity_cps_per_mbq"],
+                            "uncertainty_pct": calibration_uncertainty_pct},
+            "regions": {"rtstruct": truth["rtstruct"]["file"], "names": {n: n for n in regions}},
+            "registration": "none",
+        },
+        "regions": {n: {"kind": "lesion"} for n in regions if n.startswith("lesion")},
+        "notes": "Virtual patient simulated by mrtdose (workflow.virtual_patient); not patient data.",
+    }
