@@ -133,7 +133,7 @@ class KineticModel(ABC):
         ``allow_below_physical``. Biological processes cannot make a tracer outlast its physical
         decay: each effective rate is lambda_phys + lambda_bio with lambda_bio >= 0, the
         parametrisation of Glatting et al. 2007 and Kletting et al. 2013 (NUKFIT)."""
-        raise NotImplementedError(f"model '{self.name}' has no fit bounds")
+        raise TypeError(f"model '{self.name}' is not fitted (its parameters are the data) and has no fit bounds")
 
     def initial_guesses(self, t, a, decay_constant_per_h: float, allow_below_physical: bool = False) -> list[np.ndarray]:
         """Starting points for the least-squares fit."""
@@ -229,14 +229,17 @@ class _ExpSumModel(KineticModel):
 
     # --- starting values: grid over rates, amplitudes by non-negative least squares ----------
 
+    @abstractmethod
     def _basis(self, t: np.ndarray, rates: tuple[float, ...]) -> np.ndarray:
-        raise NotImplementedError
+        """Design matrix (n_t, n_amplitudes) of the model's exponential terms for given rates."""
 
+    @abstractmethod
     def _rate_combinations(self, grid: np.ndarray) -> list[tuple[float, ...]]:
-        raise NotImplementedError
+        """Admissible combinations of rates from ``grid`` (e.g. uptake faster than clearance)."""
 
+    @abstractmethod
     def _assemble(self, rates: tuple[float, ...], amps: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """Parameter vector from rates and non-negative amplitudes."""
 
     def initial_guesses(self, t, a, decay_constant_per_h: float, allow_below_physical: bool = False,
                         n_starts: int = 4) -> list[np.ndarray]:
