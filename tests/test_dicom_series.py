@@ -11,7 +11,6 @@ NM Radionuclide Total Dose is checked in the raw file in MBq (NM Isotope module 
 
 from __future__ import annotations
 
-import io
 import shutil
 import warnings
 from datetime import datetime, timedelta, timezone

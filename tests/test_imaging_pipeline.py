@@ -21,7 +21,7 @@ def patient(tmp_path_factory):
     from mrtdose.workflow.virtual_patient import simulate_patient
 
     d = tmp_path_factory.mktemp("vp")
-    res = simulate_patient(d, seed=5)
+    simulate_patient(d, seed=5)
     return d, json.loads((d / "truth.json").read_text())
 
 

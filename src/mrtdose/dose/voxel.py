@@ -47,7 +47,6 @@ tails (non-linear in the data).
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal, Mapping, Sequence

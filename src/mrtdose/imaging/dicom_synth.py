@@ -38,12 +38,10 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pydicom
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 from pydicom.uid import (
-    PYDICOM_IMPLEMENTATION_UID,
     CTImageStorage,
-    ExplicitVRLittleEndian,
     NuclearMedicineImageStorage,
     PositronEmissionTomographyImageStorage,
     generate_uid,
@@ -53,6 +51,7 @@ from pydicom.valuerep import format_number_as_ds
 from mrtdose import __version__
 from mrtdose.errors import InputError
 from mrtdose.imaging.volume import Volume
+from mrtdose.imaging.dicom_common import new_dataset
 
 __all__ = ["Faults", "write_ct_series", "write_nm_series", "write_pt_series"]
 
@@ -145,18 +144,7 @@ def _check_inputs(volume: Volume, acquisition_time: datetime | None, patient_id:
 
 def _base(sop_class: str, modality: str, *, patient_id: str, study_uid: str, series_uid: str, for_uid: str,
           description: str, t: datetime | None, write_timezone: bool, manufacturer: str) -> Dataset:
-    ds = Dataset()
-    sop_uid = generate_uid()
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    meta.ImplementationVersionName = f"MRTDOSE_{__version__}"[:16]
-    ds.file_meta = meta
-    ds.SpecificCharacterSet = "ISO_IR 192"
-    ds.SOPClassUID = sop_class
-    ds.SOPInstanceUID = sop_uid
+    ds, sop_uid = new_dataset(sop_class)
     ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
     ds.PatientName = "SYNTHETIC^PATIENT"
     ds.PatientID = patient_id

@@ -53,12 +53,10 @@ from typing import Any, Mapping
 
 import numpy as np
 import pydicom
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.tag import Tag
 from pydicom.uid import (
-    PYDICOM_IMPLEMENTATION_UID,
-    ExplicitVRLittleEndian,
     RTBeamsTreatmentRecordStorage,
     RTDoseStorage,
     RTPlanStorage,
@@ -69,6 +67,7 @@ from pydicom.valuerep import format_number_as_ds
 from mrtdose import __version__
 from mrtdose.errors import InputError
 from mrtdose.imaging.volume import Volume
+from mrtdose.imaging.dicom_common import new_dataset
 
 #: Largest 32-bit unsigned pixel value.
 UINT32_MAX = 2**32 - 1
@@ -320,16 +319,7 @@ def write_rtdose(
     for_uid = _uid(frame_of_reference_uid, "FrameOfReferenceUID")
 
     # ---- dataset
-    sop_uid = generate_uid()
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = RTDoseStorage
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    meta.ImplementationVersionName = f"MRTDOSE_{__version__}"[:16]
-
-    ds = Dataset()
-    ds.file_meta = meta
+    ds, sop_uid = new_dataset(RTDoseStorage)
     date, time, tz = _dicom_datetime(content_time)
     # SOP Common (C.12.1)
     ds.SpecificCharacterSet = "ISO_IR 192"  # UTF-8

@@ -61,15 +61,16 @@ from typing import Any, Mapping
 import numpy as np
 import pydicom
 from pydicom.dataelem import RawDataElement
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, RTStructureSetStorage, generate_uid
+from pydicom.uid import RTStructureSetStorage, generate_uid
 from pydicom.valuerep import format_number_as_ds
 
 from mrtdose import __version__
 from mrtdose.errors import InputError
 from mrtdose.imaging.volume import Volume
+from mrtdose.imaging.dicom_common import new_dataset
 
 #: Largest allowed spread (mm) of a contour's points along the grid's slice axis.
 PLANE_TOLERANCE_MM = 0.01
@@ -491,16 +492,7 @@ def write_rtstruct(
 
     study_uid = study_instance_uid or generate_uid()
     for_uid = frame_of_reference_uid or generate_uid()
-    sop_uid = generate_uid()
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = RTStructureSetStorage
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    meta.ImplementationVersionName = f"MRTDOSE_{__version__}"[:16]
-
-    ds = Dataset()
-    ds.file_meta = meta
+    ds, sop_uid = new_dataset(RTStructureSetStorage)
     date, time = content_time.strftime("%Y%m%d"), content_time.strftime("%H%M%S.%f")
     # SOP Common (C.12.1)
     ds.SpecificCharacterSet = "ISO_IR 192"

@@ -50,16 +50,17 @@ from typing import Any, Literal, Mapping
 
 import numpy as np
 import pydicom
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.pixels import pack_bits
 from pydicom.tag import Tag
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, SegmentationStorage, generate_uid
+from pydicom.uid import SegmentationStorage, generate_uid
 
 from mrtdose import __version__
 from mrtdose.errors import InputError
 from mrtdose.imaging.resample import resample
 from mrtdose.imaging.rtstruct import _READ_ERRORS, _ds, _open
 from mrtdose.imaging.volume import Volume
+from mrtdose.imaging.dicom_common import new_dataset
 
 #: Geometry tolerance (mm) for frame stacking and lattice checks.
 GEOMETRY_ATOL_MM = 1e-3
@@ -388,15 +389,7 @@ def write_seg(
 
     study_uid = study_instance_uid or generate_uid()
     for_uid = frame_of_reference_uid or generate_uid()
-    sop_uid = generate_uid()
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SegmentationStorage
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    meta.ImplementationVersionName = f"MRTDOSE_{__version__}"[:16]
-    ds = Dataset()
-    ds.file_meta = meta
+    ds, sop_uid = new_dataset(SegmentationStorage)
     date, time = content_time.strftime("%Y%m%d"), content_time.strftime("%H%M%S.%f")
     ds.SpecificCharacterSet = "ISO_IR 192"
     ds.SOPClassUID = SegmentationStorage  # SOP Common (C.12.1)

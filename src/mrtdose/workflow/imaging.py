@@ -25,7 +25,7 @@ import numpy as np
 from mrtdose.errors import InputError
 from mrtdose.imaging.calibration import counts_to_activity_concentration, load_calibrations
 from mrtdose.imaging.density import density_from_ct
-from mrtdose.imaging.dicom_series import read_series, read_series_with_info
+from mrtdose.imaging.dicom_series import read_series_with_info
 from mrtdose.imaging.nifti import read_nifti
 from mrtdose.imaging.regions import body_mask
 from mrtdose.imaging.resample import resample
