@@ -136,6 +136,8 @@ class FitResult:
     decay_constant_per_h: float
     allow_below_physical: bool
     model_object: KineticModel = field(repr=False)
+    #: How the model was chosen (auto selection); empty for a model named in the case.
+    selection: str = ""
 
     # -- convenience ------------------------------------------------------------------------
 
@@ -205,6 +207,7 @@ class FitResult:
             "decay_constant_per_h": _clean(self.decay_constant_per_h),
             "allow_below_physical": self.allow_below_physical,
             "warnings": list(self.warnings),
+            "selection": self.selection,
             "candidates": [{k: (_clean(v) if isinstance(v, float) else v) for k, v in c.items()} for c in self.candidates],
         }
 
@@ -637,7 +640,10 @@ def fit_auto(times_h, activities_mbq, sigmas_mbq, *, decay_constant_per_h: float
             row["reason"] = "selected: " + row["reason"]
     res = fits[chosen["model"]]
     cand = tuple(MappingProxyType(dict(row)) for row in table)
-    return dataclasses.replace(res, warnings=tuple(warnings) + res.warnings + (note,), candidates=cand)
+    # a routine AICc choice is information (shown with the candidates), not a warning; a choice
+    # made without ranking is a warning
+    extra = () if ranked else (note,)
+    return dataclasses.replace(res, warnings=tuple(warnings) + res.warnings + extra, candidates=cand, selection=note)
 
 
 def _rejection(r: FitResult, model: KineticModel, max_tia_cv: float, min_p: float) -> str:
