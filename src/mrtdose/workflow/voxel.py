@@ -67,6 +67,7 @@ class VoxelStep:
     s_matrix: np.ndarray | None = None
     s_masses_g: np.ndarray | None = None
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 def _resolve(base_dir: Path | None, name: str) -> Path:
@@ -85,6 +86,7 @@ def prepare(case: Case, nuclide: Nuclide, base_dir: Path | None, say: Callable[[
     spec = case.voxel
     assert spec is not None
     warnings: list[str] = []
+    notes: list[str] = []
     maps: list[Volume] = []
     times: list[float] = []
     for i, m in enumerate(spec.activity_maps):
@@ -225,9 +227,9 @@ def prepare(case: Case, nuclide: Nuclide, base_dir: Path | None, say: Callable[[
         if air.any():
             dose = vdose.VoxelDose(np.where(air, 0.0, dose.dose_gy), dose.route, dose.engine, dose.density_corrected,
                                    dose.method_map, dose.settings, dose.references)
-            warnings.append(f"voxel: dose set to 0 in {int(air.sum())} voxels of density < {AIR_DENSITY_G_PER_ML} g/mL (air)")
+            notes.append(f"dose set to 0 in {int(air.sum())} voxels of density < {AIR_DENSITY_G_PER_ML} g/mL (air)")
     step = VoxelStep(spec, ref, times_h, names, region_map, density, density_source, kernel, kernel_json,
-                     rho_ref, np.asarray(tia_map, dtype=np.float64), dose, warnings=warnings)
+                     rho_ref, np.asarray(tia_map, dtype=np.float64), dose, warnings=warnings, notes=notes)
     if spec.patient_specific_s_values and kernel is not None:
         say("voxel: patient-specific S-values")
         s, masses = vdose.patient_specific_s_values(
@@ -287,6 +289,7 @@ def finish(step: VoxelStep, case: Case, organ_results: dict[str, Any], say: Call
         "uncertainty_note": ("region mean doses carry the calibration and kernel-model uncertainty only; voxel values "
                              "and DVH metrics carry none (null); the organ-level results carry the full budget"),
         "warnings": list(step.warnings),
+        "notes": list(step.notes),
         "files": {},
     }
     if step.s_matrix is not None:
