@@ -124,3 +124,12 @@ def test_recovery_curve_corrects_lesions(patient, tmp_path):
         assert res["regions"][n]["time_integrated_activity"]["components"]["recovery coefficient"] > 0
     assert res["regions"]["liver"]["time_integrated_activity"]["value"] == pytest.approx(
         base["regions"]["liver"]["time_integrated_activity"]["value"])
+
+
+def test_provenance_fingerprints_the_images(patient):
+    """Every series and the RTSTRUCT are fingerprinted (SHA-256), so a record can be traced to its images."""
+    d, truth = patient
+    res = run_case(parse_case(_case(truth)), base_dir=d).results["imaging"]
+    hashes = [tp["spect_sha256"] for tp in res["timepoints"]] + [tp["ct_sha256"] for tp in res["timepoints"]]
+    assert all(len(h) == 64 for h in hashes) and len(set(hashes)) == len(hashes)
+    assert len(res["regions_sha256"]) == 64

@@ -16,6 +16,7 @@ and noise); the calibration uncertainty enters once, as the correlated calibrati
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -26,7 +27,7 @@ from mrtdose.errors import InputError
 from mrtdose.imaging.calibration import counts_to_activity_concentration, load_calibrations
 from mrtdose.imaging.density import density_from_ct
 from mrtdose.imaging.dicom_series import read_series_with_info
-from mrtdose.imaging.nifti import read_nifti
+from mrtdose.imaging.nifti import read_nifti, sidecar_path_for
 from mrtdose.imaging.regions import body_mask
 from mrtdose.imaging.resample import resample
 from mrtdose.imaging.rtstruct import rtstruct_masks
@@ -45,6 +46,16 @@ class ImagingResult:
     calibration_uncertainty_pct: float | None
     warnings: list[str] = field(default_factory=list)
     display: dict[str, Any] = field(default_factory=dict)
+
+
+def files_sha256(files: Any) -> str:
+    """SHA-256 over the SHA-256 digests of the files in name order: one fingerprint of a series
+    for the provenance (any changed, added or removed file changes it)."""
+    h = hashlib.sha256()
+    for f in sorted(str(x) for x in files):
+        h.update(Path(f).name.encode("utf-8"))
+        h.update(hashlib.sha256(Path(f).read_bytes()).digest())
+    return h.hexdigest()
 
 
 def _path(base_dir: Path | None, name: str) -> Path:
@@ -102,6 +113,7 @@ def quantify(case: Case, nuclide: Nuclide, base_dir: Path | None, say: Callable[
         if u is not None:
             u_cal = u if u_cal is None else max(u_cal, u)
         ct = None
+        ct_info = None
         if tp.ct:
             cpath = _path(base_dir, tp.ct)
             if not cpath.exists():
@@ -121,6 +133,8 @@ def quantify(case: Case, nuclide: Nuclide, base_dir: Path | None, say: Callable[
         cts.append(ct)
         fors.append(info.frame_of_reference_uid)
         tp_json.append({"time_h": t_h, "acquisition_time": info.acquisition_time.isoformat(),
+                        "spect_sha256": files_sha256(info.files),
+                        "ct_sha256": files_sha256(ct_info.files) if ct is not None else None,
                         "time_source": info.time_source, "series_description": info.series_description,
                         "modality": info.modality, "unit": vol.unit, "quantification": method,
                         "warnings": list(info.warnings)})
@@ -172,6 +186,9 @@ def quantify(case: Case, nuclide: Nuclide, base_dir: Path | None, say: Callable[
         if cts[0] is None:
             raise InputError("an RTSTRUCT needs the first time point's CT", field="imaging.timepoints.0.ct")
         rpath = _path(base_dir, spec.regions.rtstruct)
+        if not rpath.is_file():
+            raise InputError("not found", source=str(rpath), field="imaging.regions.rtstruct")
+        regions_hash = files_sha256([rpath])
         masks = rtstruct_masks(rpath, cts[0], spec.regions.names or None)
         rho = density_from_ct(cts[0])
         v_ct = cts[0].voxel_volume_ml
@@ -183,7 +200,11 @@ def quantify(case: Case, nuclide: Nuclide, base_dir: Path | None, say: Callable[
     else:
         lab_spec = spec.regions.labels
         assert lab_spec is not None
-        lvol = read_nifti(_path(base_dir, lab_spec.file), unit="1")
+        lpath = _path(base_dir, lab_spec.file)
+        if not lpath.is_file():
+            raise InputError("not found", source=str(lpath), field="imaging.regions.labels.file")
+        regions_hash = files_sha256([lpath])
+        lvol = read_nifti(lpath) if sidecar_path_for(lpath).exists() else read_nifti(lpath, unit="1")
         if not lvol.same_grid(ref):
             raise InputError("the label map is not on the first SPECT grid", source=lab_spec.file, field="imaging.regions.labels")
         lab = np.round(lvol.array).astype(np.int64)
@@ -239,6 +260,7 @@ def quantify(case: Case, nuclide: Nuclide, base_dir: Path | None, say: Callable[
         "timepoints": tp_json,
         "registration": reg_json,
         "regions_source": spec.regions.rtstruct or (spec.regions.labels.file if spec.regions.labels else None),
+        "regions_sha256": regions_hash,
         "grid": {"shape_zyx": list(ref.array.shape), "spacing_mm": list(ref.spacing_mm)},
         "regions": reg_out,
         "activity_uncertainty_pct": spec.activity_uncertainty_pct,
