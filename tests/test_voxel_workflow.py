@@ -149,3 +149,10 @@ def test_region_mean_voxel_dose_uncertainty(phantom_dir):
     v = run_case(parse_case(doc), base_dir=d).results["voxel"]["regions"]["liver"]["absorbed_dose_voxel"]
     assert v["uncertainty"] == pytest.approx(v["value"] * np.hypot(0.04, 0.03), rel=1e-9)
     assert set(v["components"]) == {"calibration", "voxel kernel model"}
+
+
+def test_voxel_inputs_are_fingerprinted(phantom_dir):
+    d, _ = phantom_dir
+    v = run_case(parse_case(_case(phantom_dir)), base_dir=d).results["voxel"]
+    assert set(v["inputs_sha256"]) == {"activity_maps", "labels", "density"}
+    assert all(len(h) == 64 for h in v["inputs_sha256"].values())

@@ -16,7 +16,6 @@ and noise); the calibration uncertainty enters once, as the correlated calibrati
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -35,6 +34,7 @@ from mrtdose.imaging.volume import Volume
 from mrtdose.physics.decay import elapsed_hours
 from mrtdose.physics.nuclides import Nuclide
 from mrtdose.workflow.case import Case, Region
+from mrtdose.workflow.provenance import files_sha256
 
 _BQML = {"Bq/mL": 1.0, "kBq/mL": 1e3, "MBq/mL": 1e6}
 
@@ -46,16 +46,6 @@ class ImagingResult:
     calibration_uncertainty_pct: float | None
     warnings: list[str] = field(default_factory=list)
     display: dict[str, Any] = field(default_factory=dict)
-
-
-def files_sha256(files: Any) -> str:
-    """SHA-256 over the SHA-256 digests of the files in name order: one fingerprint of a series
-    for the provenance (any changed, added or removed file changes it)."""
-    h = hashlib.sha256()
-    for f in sorted(str(x) for x in files):
-        h.update(Path(f).name.encode("utf-8"))
-        h.update(hashlib.sha256(Path(f).read_bytes()).digest())
-    return h.hexdigest()
 
 
 def _path(base_dir: Path | None, name: str) -> Path:

@@ -10,6 +10,7 @@ import platform
 import sys
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any
 
 import mrtdose
@@ -27,6 +28,16 @@ def _v(pkg: str) -> str:
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def files_sha256(files: Any) -> str:
+    """SHA-256 over the SHA-256 digests of the files in name order: one fingerprint of a series
+    for the provenance (any changed, added or removed file changes it)."""
+    h = hashlib.sha256()
+    for f in sorted(str(x) for x in files):
+        h.update(Path(f).name.encode("utf-8"))
+        h.update(hashlib.sha256(Path(f).read_bytes()).digest())
+    return h.hexdigest()
 
 
 def provenance(input_bytes: bytes | None, input_name: str | None, methods: dict[str, Any]) -> dict[str, Any]:

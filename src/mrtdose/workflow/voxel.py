@@ -34,6 +34,7 @@ from mrtdose.physics.voxel_kernel_type import VoxelKernel
 from mrtdose.physics.voxel_kernels import compute_voxel_kernel
 from mrtdose.quantities import Quantity
 from mrtdose.workflow.case import Case, VoxelOptions
+from mrtdose.workflow.provenance import files_sha256
 
 #: Activity-concentration units accepted for maps, with the factor to MBq/mL.
 _UNITS_TO_MBQ_PER_ML = {"Bq/mL": 1e-6, "kBq/mL": 1e-3, "MBq/mL": 1.0, "Bq/ml": 1e-6, "kBq/ml": 1e-3, "MBq/ml": 1.0}
@@ -68,6 +69,7 @@ class VoxelStep:
     s_masses_g: np.ndarray | None = None
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    inputs_sha256: dict[str, str] = field(default_factory=dict)
 
 
 def _resolve(base_dir: Path | None, name: str) -> Path:
@@ -228,8 +230,15 @@ def prepare(case: Case, nuclide: Nuclide, base_dir: Path | None, say: Callable[[
             dose = vdose.VoxelDose(np.where(air, 0.0, dose.dose_gy), dose.route, dose.engine, dose.density_corrected,
                                    dose.method_map, dose.settings, dose.references)
             notes.append(f"dose set to 0 in {int(air.sum())} voxels of density < {AIR_DENSITY_G_PER_ML} g/mL (air)")
+    inputs = [_resolve(base_dir, m.file) for m in spec.activity_maps]
+    hashes = {"activity_maps": files_sha256(inputs), "labels": files_sha256([lpath])}
+    if spec.density:
+        hashes["density"] = files_sha256([_resolve(base_dir, spec.density)])
+    if spec.kernel.file:
+        hashes["kernel"] = files_sha256([_resolve(base_dir, spec.kernel.file)])
     step = VoxelStep(spec, ref, times_h, names, region_map, density, density_source, kernel, kernel_json,
-                     rho_ref, np.asarray(tia_map, dtype=np.float64), dose, warnings=warnings, notes=notes)
+                     rho_ref, np.asarray(tia_map, dtype=np.float64), dose, warnings=warnings, notes=notes,
+                     inputs_sha256=hashes)
     if spec.patient_specific_s_values and kernel is not None:
         say("voxel: patient-specific S-values")
         s, masses = vdose.patient_specific_s_values(
@@ -290,6 +299,7 @@ def finish(step: VoxelStep, case: Case, organ_results: dict[str, Any], say: Call
                              "and DVH metrics carry none (null); the organ-level results carry the full budget"),
         "warnings": list(step.warnings),
         "notes": list(step.notes),
+        "inputs_sha256": step.inputs_sha256,
         "files": {},
     }
     if step.s_matrix is not None:
