@@ -225,7 +225,7 @@ class VoxelOptions(_Strict):
         default="voxel_kinetics",
         description="voxel_kinetics: TIA map (voxel fits) then one convolution; dose_rate_integration: convolve each map, integrate dose rates.",
     )
-    kinetics: Literal["mono_exp", "trapezoid", "region_scaled"] = "mono_exp"
+    kinetics: Literal["mono_exp", "trapezoid"] = "mono_exp"
     density_correction: bool = True
     calibration_uncertainty_pct: float | None = Field(
         default=None, ge=0, le=100,

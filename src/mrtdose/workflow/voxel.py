@@ -191,9 +191,6 @@ def prepare(case: Case, nuclide: Nuclide, base_dir: Path | None, say: Callable[[
     body |= stack.max(axis=0) > 0
     say("voxel: voxel kinetics and dose")
     kin_opts: dict[str, Any] = {"mask": body}
-    if spec.kinetics == "region_scaled":
-        raise InputError("region_scaled voxel kinetics needs region-level TIAs; use mono_exp or trapezoid",
-                         field="voxel.kinetics")
     dens_arg = density if (spec.density_correction and spec.density) else None
     if spec.engine == "local_deposition":
         tia = vk.voxel_tia(times_h, stack, lam, method=spec.kinetics, **kin_opts)
