@@ -66,10 +66,31 @@ class Administration(_Strict):
         return v
 
 
+class PlanarMeasurement(_Strict):
+    """Conjugate-view planar quantification of a region (MIRD Pamphlet 16)."""
+
+    anterior_counts: float = Field(gt=0, description="Region counts, anterior view (scatter/background corrected).")
+    posterior_counts: float = Field(gt=0, description="Region counts, posterior view.")
+    acquisition_duration_s: float = Field(gt=0)
+    sensitivity_cps_per_mbq: float = Field(gt=0, description="Planar system sensitivity.")
+    sensitivity_uncertainty_pct: float = Field(default=0.0, ge=0, le=100)
+    transmission: float | None = Field(default=None, gt=0, le=1, description="Measured transmission factor exp(-mu T).")
+    body_thickness_cm: float | None = Field(default=None, gt=0, lt=100)
+    body_thickness_uncertainty_cm: float = Field(default=0.0, ge=0)
+    mu_per_cm: float | None = Field(default=None, gt=0, lt=2, description="Effective mu; default narrow-beam soft tissue at the main photopeak.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "PlanarMeasurement":
+        if (self.transmission is None) == (self.body_thickness_cm is None):
+            raise ValueError("give transmission or body_thickness_cm (exactly one)")
+        return self
+
+
 class Measurement(_Strict):
     time_h: float | None = Field(default=None, description="Hours after administration.")
     time: datetime | None = Field(default=None, description="Clock time of the measurement, with time zone.")
-    activity_mbq: float = Field(description="Activity in the region at that time (MBq), not decay-corrected.")
+    activity_mbq: float | None = Field(default=None, description="Activity in the region at that time (MBq), not decay-corrected.")
+    planar: PlanarMeasurement | None = Field(default=None, description="Or conjugate-view counts from which the activity is computed.")
     uncertainty_pct: float | None = Field(default=None, ge=0, le=100, description="Standard uncertainty (%).")
     uncertainty_mbq: float | None = Field(default=None, ge=0, description="Standard uncertainty (MBq).")
 
@@ -81,6 +102,12 @@ class Measurement(_Strict):
             raise ValueError(f"time '{self.time.isoformat()}' has no time zone; append e.g. +00:00")
         if self.time_h is not None and not (0 < self.time_h <= MAX_TIME_H):
             raise ValueError(f"time_h {self.time_h:g} must be after the administration (> 0) and within a year")
+        if (self.activity_mbq is None) == (self.planar is None):
+            raise ValueError("give activity_mbq or planar (exactly one)")
+        if self.planar is not None:
+            if self.uncertainty_pct is not None or self.uncertainty_mbq is not None:
+                raise ValueError("a planar measurement's uncertainty is computed from its counts; do not give one")
+            return self
         if not (self.activity_mbq > 0):
             raise ValueError(f"activity_mbq must be > 0 (got {self.activity_mbq:g}); a region with no activity has no dose to fit")
         if self.uncertainty_pct is not None and self.uncertainty_mbq is not None:

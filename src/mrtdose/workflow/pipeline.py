@@ -109,7 +109,32 @@ def _geometry(name: str, r: Region, case: Case) -> tuple[float, float, float]:
     return float(mass), float(mass * pct / 100.0), float(density)
 
 
-def _measurements(name: str, r: Region, case: Case, warnings: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _planar_activity(p: Any, nuclide: Nuclide, where: str) -> tuple[float, float]:
+    """Conjugate-view activity (MIRD 16) referred to the acquisition start, and its standard
+    uncertainty without the calibration component (the calibration enters the chain once, as the
+    correlated calibration factor)."""
+    from mrtdose.imaging import planar
+
+    if p.transmission is not None:
+        trans: Any = p.transmission
+    else:
+        energies, yields = nuclide.photon_lines(min_energy_mev=0.05)
+        if not energies.size:
+            raise InputError("the nuclide has no photon line above 50 keV for planar imaging", field=where)
+        mu = p.mu_per_cm or planar.narrow_beam_mu_per_cm(1000.0 * float(energies[np.argmax(yields)]))
+        trans = planar.transmission_from_thickness(p.body_thickness_cm, mu,
+                                                   thickness_uncertainty_cm=p.body_thickness_uncertainty_cm)
+    q = planar.conjugate_view_activity(
+        p.anterior_counts, p.posterior_counts, acquisition_duration_s=p.acquisition_duration_s,
+        sensitivity_cps_per_mbq=p.sensitivity_cps_per_mbq, transmission=trans,
+        sensitivity_uncertainty_cps_per_mbq=p.sensitivity_cps_per_mbq * p.sensitivity_uncertainty_pct / 100.0,
+        half_life_h=nuclide.half_life_h,
+    )
+    u = math.sqrt(sum(v * v for k, v in q.components.items() if k != "calibration"))
+    return float(q.value), float(u)
+
+
+def _measurements(name: str, r: Region, case: Case, nuclide: Nuclide, warnings: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     times, acts, sigmas = [], [], []
     defaulted = False
     for i, m in enumerate(r.measurements or []):
@@ -124,6 +149,9 @@ def _measurements(name: str, r: Region, case: Case, warnings: list[str]) -> tupl
                 )
         else:
             t = float(m.time_h)  # type: ignore[arg-type]
+        if m.planar is not None:
+            activity, s_planar = _planar_activity(m.planar, nuclide, f"{where}.planar")
+            m = m.model_copy(update={"activity_mbq": activity, "uncertainty_mbq": s_planar})
         if m.activity_mbq > 1.05 * case.administration.activity_mbq:
             raise InputError(
                 f"{m.activity_mbq:g} MBq in the region exceeds the administered activity "
@@ -298,7 +326,7 @@ def run_case(
             w.rc_u = float(r.recovery_uncertainty or 0.0)
         if r.measurements:
             w.measured = True
-            w.times_h, w.activities_mbq, w.sigmas_mbq = _measurements(name, r, case, warnings)
+            w.times_h, w.activities_mbq, w.sigmas_mbq = _measurements(name, r, case, nuclide, warnings)
             _kinetics(w, case, nuclide, rp_label)
         else:
             w.tia_nominal = float(r.tia_mbq_h)  # type: ignore[arg-type]
