@@ -133,3 +133,23 @@ def test_provenance_fingerprints_the_images(patient):
     hashes = [tp["spect_sha256"] for tp in res["timepoints"]] + [tp["ct_sha256"] for tp in res["timepoints"]]
     assert all(len(h) == 64 for h in hashes) and len(set(hashes)) == len(hashes)
     assert len(res["regions_sha256"]) == 64
+
+
+def test_seg_regions_equal_rtstruct_regions(patient, tmp_path):
+    """The same masks given as DICOM SEG instead of RTSTRUCT give the same region activities."""
+    from mrtdose.imaging.dicom_series import read_series
+    from mrtdose.imaging.rtstruct import rtstruct_masks
+    from mrtdose.imaging.seg import write_seg
+
+    d, truth = patient
+    ct = read_series(d / truth["time_points"][0]["ct_dir"])
+    names = ("liver", "kidneys", "spleen", "lesion_1", "lesion_3")
+    masks = rtstruct_masks(d / truth["rtstruct"]["file"], ct, {n: n for n in names})
+    seg = tmp_path / "seg.dcm"
+    seg.write_bytes(write_seg(masks, ct, patient_id=truth["patient_id"]))
+    a = run_case(parse_case(_case(truth)), base_dir=d).results["imaging"]["regions"]
+    doc = _case(truth)
+    doc["imaging"]["regions"] = {"seg": str(seg), "names": {n: n for n in names}}
+    b = run_case(parse_case(doc), base_dir=d).results["imaging"]["regions"]
+    for n in names:
+        assert b[n]["activities_mbq"] == pytest.approx(a[n]["activities_mbq"], rel=1e-9), n

@@ -303,13 +303,14 @@ class ImagingCalibration(_Strict):
 
 class ImagingRegions(_Strict):
     rtstruct: str | None = Field(default=None, description="RTSTRUCT on the first time point's CT.")
-    names: dict[str, str] = Field(default_factory=dict, description="ROI name in the file -> region name.")
+    seg: str | None = Field(default=None, description="Or a DICOM SEG on the first time point's CT.")
+    names: dict[str, str] = Field(default_factory=dict, description="ROI / segment name in the file -> region name.")
     labels: VoxelLabels | None = Field(default=None, description="Or a label map (NIfTI) on the first SPECT grid.")
 
     @model_validator(mode="after")
     def _check(self) -> "ImagingRegions":
-        if (self.rtstruct is None) == (self.labels is None):
-            raise ValueError("give rtstruct or labels")
+        if sum(x is not None for x in (self.rtstruct, self.seg, self.labels)) != 1:
+            raise ValueError("give exactly one of rtstruct, seg or labels")
         return self
 
 

@@ -30,6 +30,7 @@ from mrtdose.imaging.nifti import read_nifti, sidecar_path_for
 from mrtdose.imaging.regions import body_mask
 from mrtdose.imaging.resample import resample
 from mrtdose.imaging.rtstruct import rtstruct_masks
+from mrtdose.imaging.seg import seg_masks
 from mrtdose.imaging.volume import Volume
 from mrtdose.physics.decay import elapsed_hours
 from mrtdose.physics.nuclides import Nuclide
@@ -172,14 +173,19 @@ def quantify(case: Case, nuclide: Nuclide, base_dir: Path | None, say: Callable[
     fractions: dict[str, np.ndarray] = {}
     masses: dict[str, float] = {}
     volumes: dict[str, float] = {}
-    if spec.regions.rtstruct:
+    if spec.regions.rtstruct or spec.regions.seg:
+        key = "rtstruct" if spec.regions.rtstruct else "seg"
         if cts[0] is None:
-            raise InputError("an RTSTRUCT needs the first time point's CT", field="imaging.timepoints.0.ct")
-        rpath = _path(base_dir, spec.regions.rtstruct)
+            raise InputError(f"an {key.upper()} needs the first time point's CT", field="imaging.timepoints.0.ct")
+        rpath = _path(base_dir, spec.regions.rtstruct or spec.regions.seg or "")
         if not rpath.is_file():
-            raise InputError("not found", source=str(rpath), field="imaging.regions.rtstruct")
+            raise InputError("not found", source=str(rpath), field=f"imaging.regions.{key}")
         regions_hash = files_sha256([rpath])
-        masks = rtstruct_masks(rpath, cts[0], spec.regions.names or None)
+        if key == "rtstruct":
+            masks = rtstruct_masks(rpath, cts[0], spec.regions.names or None)
+        else:
+            masks = {n: np.asarray(m) >= 0.5 for n, m in
+                     seg_masks(rpath, cts[0], spec.regions.names or None, interpolation="nearest").items()}
         rho = density_from_ct(cts[0])
         v_ct = cts[0].voxel_volume_ml
         for name, m in masks.items():
@@ -249,7 +255,7 @@ def quantify(case: Case, nuclide: Nuclide, base_dir: Path | None, say: Callable[
     out = {
         "timepoints": tp_json,
         "registration": reg_json,
-        "regions_source": spec.regions.rtstruct or (spec.regions.labels.file if spec.regions.labels else None),
+        "regions_source": spec.regions.rtstruct or spec.regions.seg or (spec.regions.labels.file if spec.regions.labels else None),
         "regions_sha256": regions_hash,
         "grid": {"shape_zyx": list(ref.array.shape), "spacing_mm": list(ref.spacing_mm)},
         "regions": reg_out,
