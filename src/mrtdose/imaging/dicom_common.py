@@ -3,10 +3,37 @@ Common module (PS3.10 section 7.1; PS3.3 C.12.1)."""
 
 from __future__ import annotations
 
+import io
+import struct
+from pathlib import Path
+
+import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.errors import InvalidDicomError
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
 from mrtdose import __version__
+from mrtdose.errors import InputError
+
+#: What pydicom raises on files that are not DICOM, truncated or corrupt (decoding is untrusted).
+READ_ERRORS = (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError, AttributeError, struct.error)
+
+
+def read_dataset(path_or_bytes: str | Path | bytes | bytearray, what: str) -> tuple[Dataset, str]:
+    """Read one DICOM file (a path or its bytes); returns the dataset and the name to use in
+    messages. An unreadable file is an :class:`InputError` naming it."""
+    if isinstance(path_or_bytes, (bytes, bytearray)):
+        src, fp = f"<{what} bytes>", io.BytesIO(bytes(path_or_bytes))
+    else:
+        src = str(path_or_bytes)
+        if not Path(src).exists():
+            raise InputError("file not found", source=src)
+        fp = src  # type: ignore[assignment]
+    try:
+        ds = pydicom.dcmread(fp)
+    except READ_ERRORS as exc:
+        raise InputError(f"not a readable DICOM file ({type(exc).__name__}: {exc})", source=src) from None
+    return ds, src
 
 
 def new_dataset(sop_class_uid: str) -> tuple[Dataset, str]:

@@ -46,7 +46,6 @@ but non-conformant form without the sequence, recording the fact in Dose Comment
 from __future__ import annotations
 
 import io
-import struct
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
@@ -54,7 +53,6 @@ from typing import Any, Mapping
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 from pydicom.tag import Tag
 from pydicom.uid import (
     RTBeamsTreatmentRecordStorage,
@@ -67,7 +65,7 @@ from pydicom.valuerep import format_number_as_ds
 from mrtdose import __version__
 from mrtdose.errors import InputError
 from mrtdose.imaging.volume import Volume
-from mrtdose.imaging.dicom_common import new_dataset
+from mrtdose.imaging.dicom_common import READ_ERRORS, new_dataset, read_dataset
 
 #: Largest 32-bit unsigned pixel value.
 UINT32_MAX = 2**32 - 1
@@ -92,8 +90,6 @@ _COPIED = {
     "ReferringPhysicianName": "",
     "PositionReferenceIndicator": "",
 }
-
-_READ_ERRORS = (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError, AttributeError, struct.error)
 
 
 def _ds(values: Any) -> list[str]:
@@ -420,22 +416,12 @@ def read_rtdose(path_or_bytes: str | Path | bytes | bytearray) -> Volume:
         Naming the file: not DICOM, truncated or corrupt, not RT Dose, relative dose units,
         missing geometry, unequal frame spacing.
     """
-    if isinstance(path_or_bytes, (bytes, bytearray)):
-        src, fp = "<RT Dose bytes>", io.BytesIO(bytes(path_or_bytes))
-    else:
-        src = str(path_or_bytes)
-        if not Path(src).exists():
-            raise InputError("file not found", source=src)
-        fp = src  # type: ignore[assignment]
-    try:
-        ds = pydicom.dcmread(fp)
-    except _READ_ERRORS as exc:
-        raise InputError(f"not a readable DICOM file ({type(exc).__name__}: {exc})", source=src) from None
+    ds, src = read_dataset(path_or_bytes, "RT Dose")
 
     def need(kw: str) -> Any:
         try:
             v = ds.get(kw)
-        except _READ_ERRORS as exc:
+        except READ_ERRORS as exc:
             raise InputError(f"attribute {kw} is corrupt ({type(exc).__name__}: {exc})", source=src, field=kw) from None
         if v is None or (not isinstance(v, (int, float)) and len(str(v)) == 0):
             raise InputError(f"required attribute {kw} is missing or empty (file truncated?)", source=src, field=kw)
@@ -462,7 +448,7 @@ def read_rtdose(path_or_bytes: str | Path | bytes | bytearray) -> Volume:
         raise InputError("geometry or Dose Grid Scaling is not finite", source=src)
     try:
         pix = ds.pixel_array
-    except _READ_ERRORS as exc:
+    except READ_ERRORS as exc:
         raise InputError(f"pixel data are missing, truncated or corrupt ({type(exc).__name__}: {exc})", source=src, field="PixelData") from None
     pix = np.asarray(pix)
     if pix.size != rows * cols * nf:

@@ -52,7 +52,6 @@ vertices are pixel corners at ``k`` of the slice centre, written as Decimal Stri
 from __future__ import annotations
 
 import io
-import struct
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -63,22 +62,19 @@ import pydicom
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
-from pydicom.errors import InvalidDicomError
 from pydicom.uid import RTStructureSetStorage, generate_uid
 from pydicom.valuerep import format_number_as_ds
 
 from mrtdose import __version__
 from mrtdose.errors import InputError
 from mrtdose.imaging.volume import Volume
-from mrtdose.imaging.dicom_common import new_dataset
+from mrtdose.imaging.dicom_common import READ_ERRORS, new_dataset, read_dataset
 
 #: Largest allowed spread (mm) of a contour's points along the grid's slice axis.
 PLANE_TOLERANCE_MM = 0.01
 
 #: Contour Geometric Types that enclose an area (PS3.3 C.8.8.6.1).
 CLOSED_TYPES = ("CLOSED_PLANAR", "CLOSED_PLANAR_XOR")
-
-_READ_ERRORS = (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError, AttributeError, struct.error)
 
 _COLOURS = ((255, 0, 0), (0, 200, 0), (0, 0, 255), (255, 200, 0), (200, 0, 255), (0, 200, 200), (255, 128, 0))
 
@@ -134,21 +130,6 @@ class StructureSet:
 # ---------------------------------------------------------------------------- reading
 
 
-def _open(path_or_bytes: str | Path | bytes | bytearray, what: str) -> tuple[Dataset, str]:
-    if isinstance(path_or_bytes, (bytes, bytearray)):
-        src, fp = f"<{what} bytes>", io.BytesIO(bytes(path_or_bytes))
-    else:
-        src = str(path_or_bytes)
-        if not Path(src).exists():
-            raise InputError("file not found", source=src)
-        fp = src  # type: ignore[assignment]
-    try:
-        ds = pydicom.dcmread(fp)
-    except _READ_ERRORS as exc:
-        raise InputError(f"not a readable DICOM file ({type(exc).__name__}: {exc})", source=src) from None
-    return ds, src
-
-
 def read_rtstruct(path_or_bytes: str | Path | bytes | bytearray) -> StructureSet:
     """Read the ROIs and contours of an RT Structure Set (no rasterisation).
 
@@ -157,7 +138,7 @@ def read_rtstruct(path_or_bytes: str | Path | bytes | bytearray) -> StructureSet
     InputError
         Naming the file: not DICOM, not an RT Structure Set, malformed Contour Data.
     """
-    ds, src = _open(path_or_bytes, "RT Structure Set")
+    ds, src = read_dataset(path_or_bytes, "RT Structure Set")
     sop = str(ds.get("SOPClassUID", "") or "")
     if sop != RTStructureSetStorage:
         raise InputError(
@@ -198,7 +179,7 @@ def read_rtstruct(path_or_bytes: str | Path | bytes | bytearray) -> StructureSet
             )
     except InputError:
         raise
-    except _READ_ERRORS as exc:
+    except READ_ERRORS as exc:
         raise InputError(f"malformed structure set ({type(exc).__name__}: {exc})", source=src) from None
     return StructureSet(rois=tuple(rois), frame_of_reference_uids=for_uids, patient_id=str(ds.get("PatientID", "") or ""), source=src)
 

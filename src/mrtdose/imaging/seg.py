@@ -58,9 +58,9 @@ from pydicom.uid import SegmentationStorage, generate_uid
 from mrtdose import __version__
 from mrtdose.errors import InputError
 from mrtdose.imaging.resample import resample
-from mrtdose.imaging.rtstruct import _READ_ERRORS, _ds, _open
+from mrtdose.imaging.rtstruct import _ds
 from mrtdose.imaging.volume import Volume
-from mrtdose.imaging.dicom_common import new_dataset
+from mrtdose.imaging.dicom_common import READ_ERRORS, new_dataset, read_dataset
 
 #: Geometry tolerance (mm) for frame stacking and lattice checks.
 GEOMETRY_ATOL_MM = 1e-3
@@ -131,7 +131,7 @@ def read_seg(path_or_bytes: str | Path | bytes | bytearray) -> Segmentation:
         Naming the file: not DICOM, not a Segmentation, LABELMAP, missing or inconsistent
         geometry (frames not a regular stack of parallel planes), pixel data truncated.
     """
-    ds, src = _open(path_or_bytes, "SEG")
+    ds, src = read_dataset(path_or_bytes, "SEG")
     sop = str(ds.get("SOPClassUID", "") or "")
     if sop != SegmentationStorage:
         raise InputError(f"not a DICOM Segmentation (SOP Class UID {sop or 'missing'}, expected {SegmentationStorage})",
@@ -148,7 +148,7 @@ def read_seg(path_or_bytes: str | Path | bytes | bytearray) -> Segmentation:
         shared = shared_seq[0] if len(shared_seq) else None
         seg_items = list(ds.get("SegmentSequence", []))
         labels = {int(it.SegmentNumber): str(it.get("SegmentLabel", "") or f"segment {int(it.SegmentNumber)}") for it in seg_items}
-    except _READ_ERRORS as exc:
+    except READ_ERRORS as exc:
         raise InputError(f"malformed SEG ({type(exc).__name__}: {exc})", source=src) from None
     if len(per_frame) != nf:
         raise InputError(f"Per-frame Functional Groups Sequence has {len(per_frame)} items for {nf} frames", source=src,
@@ -157,7 +157,7 @@ def read_seg(path_or_bytes: str | Path | bytes | bytearray) -> Segmentation:
         raise InputError("Segment Sequence is empty", source=src, field="SegmentSequence")
     try:
         pix = np.asarray(ds.pixel_array)
-    except _READ_ERRORS as exc:
+    except READ_ERRORS as exc:
         raise InputError(f"pixel data are missing, truncated or corrupt ({type(exc).__name__}: {exc})", source=src,
                          field="PixelData") from None
     if pix.size != nf * rows * cols:
