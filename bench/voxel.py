@@ -4,21 +4,27 @@
 Whole chain on N^3 grids (default 128 and 256) of a seeded synthetic phantom with 10 labelled
 regions and 4 time points (4, 24, 96, 168 h; Lu-177; 4.7952 mm voxels, the peer baseline's):
 
-  region_index   voxels grouped by region once (one radix sort), reused by TACs and DVHs
+  region_index   voxels grouped by region once (one flatnonzero pass per region), reused by
+                 TACs and DVHs
   region_tacs    region time-activity curves (one gather + reduceat per time point)
   region_fits    mono-exponential fits of the 10 region TACs (closed form, all 4 points)
   voxel_tia      voxel kinetics: mono-exponential fit of the 4 points of every voxel inside the
                  body, with the physical-decay clamp and trapezoid fallback
-  kernel_fft     KernelConvolver: the kernel spectrum (once per kernel and grid)
-  convolution    TIA map * kernel (linear FFT convolution, cropped, float64)
+  kernel_fft     KernelConvolver and its kernel spectrum on the padded grid the TIA map needs
+                 (real, from cosine sums: the kernel is mirror-symmetric)
+  convolution    TIA map * kernel (linear FFT convolution, float64, cropped to the body's box
+                 + the kernel half-width; spectrum cached)
   density        mass scaling rho_ref / rho
   dvh            DVH metrics (D2..D98, V_D, EUD, BED, EUBED) for the 10 regions
-  pipeline       all of the above, end to end, in one call (kernel FFT included)
+  pipeline       all of the above, end to end, in one call (kernel spectrum included)
   pipeline_region_scaled   the same with the region-scaled voxel TIA instead of voxel fits
                  (the method the peer baseline uses)
+  pipeline_f32   the pipeline with the float32 convolver (not the default)
 and, in the same process, the floor: a bare scipy.fft rfftn + irfftn (float64, same workers) of
-the same padded grid the convolver uses; for reference also of the "full" linear-convolution
-grid next_fast_len(N + K - 1), the peer baseline's floor. Extra: the region-scaled voxel TIA (the
+the padded grid of a source filling the grid (next_fast_len(N + c), the convolver's
+``padded_shape``), and of the smaller padded grid the convolver actually uses for the bench's
+body (``floor_cropped``); for reference also of the "full" linear-convolution grid
+next_fast_len(N + K - 1), the peer baseline's floor. Extra: the region-scaled voxel TIA (the
 peer's method), route (b) (one convolution per time point), the float32 convolver and its error.
 
 Each stage runs ``--repeats`` times (median wall time reported). Memory: peak traced by
@@ -174,9 +180,10 @@ def make_kernel(n_side: int = KERNEL_N, synthetic: bool = False) -> tuple[np.nda
 # --------------------------------------------------------------------------------------------
 
 
-def pipeline(ph: dict, kernel: np.ndarray, workers: int, tia_method: str = "mono_exp") -> dict:
+def pipeline(ph: dict, kernel: np.ndarray, workers: int, tia_method: str = "mono_exp",
+             dtype=np.float64) -> dict:
     """The whole chain; ``tia_method`` "mono_exp" (voxel fits) or "region_scaled" (region
-    kinetics x the 24 h map: the peer's method)."""
+    kinetics x the 24 h map: the peer's method); ``dtype`` of the convolution."""
     labels = list(REGIONS)
     regions = vk.RegionIndex.build(ph["label"], labels)  # grouped once: region TACs and DVHs
     tacs = vk.region_time_activity(None, ph["maps"], index=regions)
@@ -187,7 +194,7 @@ def pipeline(ph: dict, kernel: np.ndarray, workers: int, tia_method: str = "mono
         ratios = {lab: region_tia[i] / tacs[1, i] for i, lab in enumerate(labels)}
         tia = vk.voxel_tia(TIMES_H, ph["maps"], LAM_PHYS, method="region_scaled", mask=ph["body"],
                            label_map=ph["label"], region_tia_per_activity_h=ratios, reference_index=1)
-    conv = dv.KernelConvolver(kernel, ph["label"].shape, workers=workers)
+    conv = dv.KernelConvolver(kernel, ph["label"].shape, workers=workers, dtype=dtype)
     dose = conv.convolve(tia.tia_map_mbq_h, scale=dv.BQ_S_PER_MBQ_H)
     dv.density_scale(dose, ph["density"], RHO_REF, in_place=True)
     g = 0.05
@@ -261,8 +268,15 @@ def worker(n: int, repeats: int, workers: int, synthetic: bool = False) -> dict:
     rec("voxel_tia_region_scaled", lambda: vk.voxel_tia(
         TIMES_H, ph["maps"], LAM_PHYS, method="region_scaled", mask=ph["body"], label_map=ph["label"],
         region_tia_per_activity_h=ratios, reference_index=1))
-    conv = rec("kernel_fft", lambda: dv.KernelConvolver(kernel, (n, n, n), workers=workers))
     tmap = tia.tia_map_mbq_h
+    cropped = dv.KernelConvolver(kernel, (n, n, n), workers=workers).padded_shape_for(tmap)
+
+    def build_convolver():
+        c = dv.KernelConvolver(kernel, (n, n, n), workers=workers)
+        c.spectrum(cropped)
+        return c
+
+    conv = rec("kernel_fft", build_convolver)  # its spectrum is cached for "convolution"
     x = np.asarray(tmap, dtype=np.float64)
 
     def floor(shape):
@@ -272,12 +286,14 @@ def worker(n: int, repeats: int, workers: int, synthetic: bool = False) -> dict:
         return f
 
     res["padded_shape"] = list(conv.padded_shape)
+    res["cropped_padded_shape"] = list(cropped)
     full = tuple(sfft.next_fast_len(n + KERNEL_N - 1, real=True) for _ in range(3))
     res["full_padded_shape"] = list(full)
     # convolution and its floors alternate, so that drifts of the machine hit them alike
     for _ in range(repeats):
         dose = rec("convolution", lambda: conv.convolve(tmap, scale=dv.BQ_S_PER_MBQ_H), reps=1, merge=True)
         rec("floor", floor(conv.padded_shape), reps=1, merge=True)
+        rec("floor_cropped", floor(cropped), reps=1, merge=True)  # (s= crops the input: same FFT sizes)
         rec("floor_full_grid", floor(full), reps=1, merge=True)
     dose_w = dose.copy()
     rec("density", lambda: dv.density_scale(dose_w, ph["density"], RHO_REF))
@@ -290,8 +306,21 @@ def worker(n: int, repeats: int, workers: int, synthetic: bool = False) -> dict:
     out = rec("pipeline", lambda: pipeline(ph, kernel, workers))
     res["pipeline_vmhwm_mb"] = _vmhwm_mb() if hwm_reset else None
     rec("pipeline_region_scaled", lambda: pipeline(ph, kernel, workers, "region_scaled"))
+    out32 = rec("pipeline_f32", lambda: pipeline(ph, kernel, workers, dtype=np.float32))
+    body = ph["body"]
+    d64b = out["dose"][body]
+    res["pipeline_f32_dose_max_err_rel_to_peak"] = float(np.max(np.abs(out32["dose"][body] - d64b)) / d64b.max())
+    res["pipeline_f32_dose_max_rel_err_in_body"] = float(np.max(np.abs(out32["dose"][body] / d64b - 1.0)))
+    del d64b
+    res["pipeline_f32_dvh_max_rel_diff"] = float(max(
+        abs(getattr(q32, f) / getattr(q64, f) - 1.0)
+        for lab in out["metrics"]
+        for q64, q32 in ((out["metrics"][lab], out32["metrics"][lab]), (out["metrics"][lab].bed, out32["metrics"][lab].bed))
+        for f in ("mean_gy", "median_gy", "min_gy", "max_gy", "eud_gy")))
+    del out32
     # float32 convolver: time and error vs float64
     conv32 = dv.KernelConvolver(kernel, (n, n, n), workers=workers, dtype=np.float32)
+    conv32.spectrum(cropped)  # cached, as for "convolution"
     d32 = rec("convolution_f32", lambda: conv32.convolve(tmap, scale=dv.BQ_S_PER_MBQ_H))
     d64 = conv.convolve(tmap, scale=dv.BQ_S_PER_MBQ_H)
     res["f32_max_abs_err_rel_to_peak"] = float(np.max(np.abs(d32 - d64)) / d64.max())
@@ -332,7 +361,8 @@ def summarize(r: dict) -> str:
     fl = m["floor"]
     lines = [
         f"\n=== {r['n']}^3 @ {VOXEL_MM} mm, {r['repeats']} repeats, scipy.fft workers={r['workers']}; "
-        f"padded {tuple(r['padded_shape'])} (full-linear grid {tuple(r['full_padded_shape'])}); "
+        f"padded {tuple(r['padded_shape'])}, cropped to the body {tuple(r['cropped_padded_shape'])} "
+        f"(full-linear grid {tuple(r['full_padded_shape'])}); "
         f"body voxels {r['body_voxels']}; setup {r['setup_s']:.1f} s ===",
         f"kernel: {r['kernel']}",
         f"{'stage':<26}{'median s':>10}{'min s':>9}{'cpu s':>8}{'x floor':>9}",
@@ -341,10 +371,17 @@ def summarize(r: dict) -> str:
         lines.append(f"{k:<26}{v['median_s']:>10.3f}{v['min_s']:>9.3f}{v['cpu_s']:>8.2f}{v['median_s'] / fl:>9.2f}")
     lines.append(
         f"ratios: convolution/floor = {m['convolution'] / fl:.2f}; "
+        f"convolution/floor_cropped = {m['convolution'] / m['floor_cropped']:.2f}; "
         f"(kernel_fft+convolution)/floor = {(m['kernel_fft'] + m['convolution']) / fl:.2f}; "
         f"convolution/floor(full grid) = {m['convolution'] / m['floor_full_grid']:.2f}; "
         f"pipeline/floor = {m['pipeline'] / fl:.2f}; float32 speed-up = {m['convolution'] / m['convolution_f32']:.2f} "
         f"(max error {r['f32_max_abs_err_rel_to_peak']:.1e} of the peak)"
+    )
+    lines.append(
+        f"pipeline_f32 vs pipeline: dose max error in the body {r['pipeline_f32_dose_max_err_rel_to_peak']:.1e} of the "
+        f"body's peak, "
+        f"{r['pipeline_f32_dose_max_rel_err_in_body']:.1e} relative in the body; region mean/median/min/max/EUD "
+        f"(dose and BED) max relative difference {r['pipeline_f32_dvh_max_rel_diff']:.1e}"
     )
     lines.append(
         f"memory: tracemalloc peak over the pipeline {r['pipeline_tracemalloc_peak_mb']:.0f} MB; "

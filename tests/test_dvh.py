@@ -164,3 +164,27 @@ def test_errors():
         dvh.BedParameters(2.6, 1.5)
     with pytest.raises(InputError, match=r"\(0, 100\]"):
         dvh.dvh_metrics(d, mask, 0.2, d_percents=(0,))
+
+
+@pytest.mark.parametrize("g", [0.0, 0.07, "map"])
+def test_order_statistics_and_volumes_against_a_direct_count(g):
+    # D_x, median, min, max and V_D of the dose and of the BED (one sort of the doses; BED
+    # order statistics from the sorted doses when G is one value) against a direct evaluation
+    # of the definitions on the BED values of radiobiology.bed; ties and thresholds equal to
+    # voxel values included
+    rng = np.random.default_rng(12)
+    d = np.round(rng.gamma(2.0, 6.0, 1001), 1)  # many ties
+    gv = rng.uniform(0.0, 0.3, d.size) if g == "map" else g
+    th = (float(d[3]), float(d[10]), 0.0, 12.3, 1e3)
+    pc = (1.0, 2.0, 33.3, 50.0, 97.0, 100.0)
+    m = dvh.dvh_metrics(d, None, 0.5, thresholds_gy=th, d_percents=pc,
+                        bed_params=dvh.BedParameters(2.6, gv, alpha_per_gy=0.25))
+    bed_ref = d + gv * d**2 / 2.6 if g == "map" else bed(d, gv, 2.6)  # Dale 1985
+    for q, vals in ((m, d), (m.bed, bed_ref)):
+        for x in pc:  # the k = ceil(x n / 100)-th largest value
+            k = max(1, math.ceil(round(x * vals.size / 100.0, 9)))
+            assert q.d(x) == pytest.approx(np.sort(vals)[::-1][k - 1], rel=1e-14, abs=0)
+        for t in th:
+            assert q.v_ml[t] == 0.5 * np.count_nonzero(vals >= t)
+        assert q.min_gy == pytest.approx(vals.min(), rel=1e-14) and q.max_gy == pytest.approx(vals.max(), rel=1e-14)
+        assert q.median_gy == pytest.approx(np.median(vals), rel=1e-14)

@@ -215,3 +215,47 @@ def test_region_index_sums_and_grouping():
                                vk.region_time_activity(lab, maps, [3, 1, 9]), rtol=1e-15)
     with pytest.raises(InputError, match="grid"):
         idx.sums(np.ones((2, 2, 2)))
+
+
+def test_region_index_passes_and_sort_give_the_same_grouping(monkeypatch):
+    # few regions: one pass per region; many: one radix sort; same order and offsets either way
+    rng = np.random.default_rng(10)
+    lab = rng.integers(0, 30, (9, 10, 11)).astype(np.int16)
+    for labels in ([3, 1, 9, 2], list(range(1, 29)), [5, 300, 7]):
+        by_passes = vk.RegionIndex.build(lab, labels)
+        monkeypatch.setattr(vk, "PER_REGION_PASSES_MAX", 0)
+        by_sort = vk.RegionIndex.build(lab, labels)
+        monkeypatch.undo()
+        for f in ("labels", "order", "offsets"):
+            np.testing.assert_array_equal(getattr(by_passes, f), getattr(by_sort, f))
+        for i, v in enumerate(labels):  # independent: a mask per region
+            np.testing.assert_array_equal(by_passes.order[by_passes.offsets[i]:by_passes.offsets[i + 1]],
+                                          np.flatnonzero(lab.reshape(-1) == v))
+    # a label beyond the map's integer type is simply absent
+    idx = vk.RegionIndex.build(lab.astype(np.uint8), [300, 4])
+    assert idx.counts.tolist() == [0, int((lab == 4).sum())]
+    with pytest.raises(InputError, match="distinct"):
+        vk.RegionIndex.build(lab, [1, 2, 1])
+
+
+def test_fit_fallback_voxels_get_the_trapezoid_and_counts():
+    # mixed fitted / clamped / fallback voxels in one call: the fallback voxels carry exactly the
+    # trapezoid + physical tail of their own curve, the others the fit
+    rng = np.random.default_rng(3)
+    a0 = rng.uniform(0.5, 20.0, 40)
+    lam = rng.uniform(LAM_LU * 1.5, 0.05, 40)
+    maps = a0[None] * np.exp(-lam[None] * T[:, None])
+    maps[:, 5] = [1.0, 2.0, 3.0, 4.0]  # rising: fallback
+    maps[2, 7] = 0.0  # a point at the noise floor: fallback
+    maps[:, 9] = 5.0 * np.exp(-0.5 * LAM_LU * T)  # slower than physical decay: clamped
+    r = vk.voxel_tia(T, maps, LAM_LU, method="mono_exp")
+    trap = vk.voxel_tia(T, maps, LAM_LU, method="trapezoid").tia_map_mbq_h
+    assert r.method_map[5] == vk.METHOD_FIT_FALLBACK and r.method_map[7] == vk.METHOD_FIT_FALLBACK
+    assert r.method_map[9] == vk.METHOD_FIT_CLAMPED
+    assert r.tia_map_mbq_h[5] == trap[5] and r.tia_map_mbq_h[7] == trap[7]
+    others = np.setdiff1d(np.arange(40), [5, 7, 9])
+    np.testing.assert_allclose(r.tia_map_mbq_h[others], a0[others] / lam[others], rtol=1e-12)
+    assert dict(r.counts) == {vk.METHOD_FIT: 37, vk.METHOD_FIT_CLAMPED: 1, vk.METHOD_FIT_FALLBACK: 2}
+    masked = vk.voxel_tia(T, maps, LAM_LU, method="mono_exp", mask=np.arange(40) < 30)
+    assert dict(masked.counts) == {vk.METHOD_OUTSIDE: 10, vk.METHOD_FIT: 27, vk.METHOD_FIT_CLAMPED: 1,
+                                   vk.METHOD_FIT_FALLBACK: 2}

@@ -47,7 +47,7 @@ import io
 import math
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -223,27 +223,44 @@ def _metrics(
     eud_alpha: float | None,
     quantity: str,
     masses: np.ndarray | None = None,
+    srt: np.ndarray | None = None,
+    ranked: Callable[[int], float] | None = None,
 ) -> DVHMetrics:
+    """Metrics of the values ``d``. The order statistics (D_x, median, minimum, maximum) come
+    from one sort of ``d`` (``srt`` if the caller has sorted them already; it also gives V_D by
+    binary search), or from ``ranked(i)``, the i-th smallest value (0-based), when the caller
+    knows them (BED from the sorted doses)."""
     n = d.size
     if n == 0:
         raise InputError("the mask selects no voxels")
     vol = n * voxel_volume_ml
-    # one partial sort gives the D_x, the median, the minimum and the maximum
     ks = _dx_ranks(n, d_percents)
     mid = ((n - 1) // 2, n // 2)
-    part = np.partition(d, sorted({n - k for k in ks} | {0, n - 1, *mid}))
-    dmin, dmax = float(part[0]), float(part[n - 1])
+    if ranked is None:
+        if srt is None:
+            srt = np.sort(d)  # one sort: D_x, median, minimum, maximum and V_D
+        values = srt
+
+        def ranked(i: int) -> float:
+            return float(values[i])
+    else:
+        srt = None
+
+    dmin, dmax = ranked(0), ranked(n - 1)
     if not (math.isfinite(dmin) and math.isfinite(dmax)):
         raise InputError("the dose map has non-finite values inside the mask")
-    dx = {float(p): float(part[n - k]) for p, k in zip(d_percents, ks)}
-    median = 0.5 * (float(part[mid[0]]) + float(part[mid[1]]))
-    del part
+    dx = {float(p): ranked(n - k) for p, k in zip(d_percents, ks)}
+    median = 0.5 * (ranked(mid[0]) + ranked(mid[1]))
     v_ml: dict[float, float] = {}
     v_pc: dict[float, float] = {}
     for th in thresholds:
-        c = int(np.count_nonzero(d >= th))
+        if srt is not None:  # the number of values >= th
+            c = n - int(np.searchsorted(srt, th, side="left"))
+        else:
+            c = int(np.count_nonzero(d >= th))
         v_ml[float(th)] = c * voxel_volume_ml
         v_pc[float(th)] = 100.0 * c / n
+    del srt
     mean = float(np.mean(d))
     refs = [REF_ICRU83]
     eud = None
@@ -282,13 +299,30 @@ def _metrics(
 
 def _region_metrics(d, g, rho, voxel_volume_ml, d_percents, thresholds, eud_alpha, bed_params) -> DVHMetrics:
     masses = None if rho is None else rho * voxel_volume_ml
-    m = _metrics(d, voxel_volume_ml, d_percents, thresholds, eud_alpha, "absorbed dose", masses)
+    dose_sorted = np.sort(d)  # the one sort of the region's doses (dose and BED metrics)
+    m = _metrics(d, voxel_volume_ml, d_percents, thresholds, eud_alpha, "absorbed dose", masses, srt=dose_sorted)
     if bed_params is None:
         return m
-    if d.min() < 0:
-        raise InputError(f"BED needs absorbed doses >= 0 Gy (minimum {d.min():g})")
-    bed_vals = d + g * d * d / bed_params.alpha_beta_gy  # Dale 1985
-    b = _metrics(bed_vals, voxel_volume_ml, d_percents, thresholds, bed_params.alpha_per_gy, "BED")
+    if m.min_gy < 0:
+        raise InputError(f"BED needs absorbed doses >= 0 Gy (minimum {m.min_gy:g})")
+    ab = bed_params.alpha_beta_gy
+    bed_vals = np.multiply(g, d)  # Dale 1985: d + G d^2 / (alpha/beta), in one buffer
+    bed_vals *= d
+    bed_vals /= ab
+    bed_vals += d
+    ranked = None
+    if np.ndim(g) == 0:
+        # With one G >= 0 and doses >= 0, BED(d) = d + G d^2 / (alpha/beta) is non-decreasing in
+        # d, also in floating point (each rounded operation is monotone on non-negative
+        # operands): the i-th smallest BED is BED(i-th smallest dose), evaluated with the same
+        # operations as bed_vals, so no second sort is needed.
+        gs = float(g)
+
+        def ranked(i: int) -> float:
+            x = float(dose_sorted[i])
+            return x + gs * x * x / ab
+
+    b = _metrics(bed_vals, voxel_volume_ml, d_percents, thresholds, bed_params.alpha_per_gy, "BED", ranked=ranked)
     brefs = (REF_DALE,) + ((REF_ODONOGHUE, REF_PRIDEAUX) if bed_params.alpha_per_gy is not None else ())
     b = _replace(b, references=b.references + brefs)
     gp: dict[str, Any] = {"alpha_beta_gy": bed_params.alpha_beta_gy, "tissue": bed_params.tissue}

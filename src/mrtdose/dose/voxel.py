@@ -195,7 +195,7 @@ def _wrapped_kernel_spectrum(k: np.ndarray, half: Sequence[int], padded: Sequenc
         shape = list(spec.shape)
         shape[ax] = padded[ax]
         buf = np.zeros(shape, dtype=spec.dtype)
-        pos = (np.arange(k.shape[ax]) - half[ax]) % padded[ax]  # distinct: L >= n + c >= 2c + 1
+        pos = (np.arange(k.shape[ax]) - half[ax]) % padded[ax]  # distinct: L >= 2c + 1
         sl: list[Any] = [slice(None)] * nd
         sl[ax] = pos
         buf[tuple(sl)] = spec
@@ -206,18 +206,82 @@ def _wrapped_kernel_spectrum(k: np.ndarray, half: Sequence[int], padded: Sequenc
     return spec
 
 
-class KernelConvolver:
-    """Linear convolution of maps on a fixed grid with one dose kernel, kernel FFT cached.
+def _is_mirror_symmetric(k: np.ndarray) -> bool:
+    """Whether k(-o) = k(o) along every axis separately, exactly (true of radial dose kernels)."""
+    return all(np.array_equal(k, np.flip(k, axis=ax)) for ax in range(k.ndim))
 
-    Method: with a kernel of half-widths c_d (shape 2 c_d + 1) and a grid of n_d voxels, the
-    kernel is placed in a zero array of length L_d with its centre at index 0 (negative offsets
-    wrapped to the end). The circular convolution of length L_d equals the linear one on the
-    first n_d outputs whenever L_d >= n_d + c_d: output j receives source i through offset
-    j - i in (-n_d, n_d), and another offset congruent modulo L_d to one in [-c_d, c_d] would
-    need |j - i| >= L_d - c_d >= n_d. So the padded length is ``scipy.fft.next_fast_len(n_d +
-    c_d, real=True)`` (smaller than the n_d + 2 c_d of a "full" linear convolution) and the
-    output is the first n_d samples, i.e. cropped to the input grid with the kernel centred.
+
+def _symmetric_kernel_spectrum(k: np.ndarray, half: Sequence[int], padded: Sequence[int]) -> np.ndarray:
+    """The same spectrum as :func:`_wrapped_kernel_spectrum` for a kernel symmetric under the
+    reflection of every axis, where it is real: along an axis of length L,
+    K(f) = k_0 + 2 sum_{o=1}^{c} k_o cos(2 pi f o / L) (the sine terms cancel pairwise), and the
+    d-dimensional transform is the product of these cosine sums, contracted one axis at a time
+    as matrix products with the (c+1)-wide corner k[c:, c:, ...] of the kernel (frequencies
+    0..L/2 along the last axis, as rfftn; all L along the others). Float64 throughout."""
+    nd = k.ndim
+    spec = np.ascontiguousarray(k[tuple(slice(c, None) for c in half)], dtype=np.float64)
+    for ax in reversed(range(nd)):
+        L, c = padded[ax], half[ax]
+        nf = L // 2 + 1 if ax == nd - 1 else L
+        o = np.arange(c + 1)
+        # (nf, c + 1); f o reduced modulo L first (exact integers): arguments within [0, 2 pi)
+        cos = np.cos((2.0 * np.pi / L) * (np.outer(np.arange(nf), o) % L))
+        cos[:, 1:] *= 2.0
+        # contract axis ax of spec with cos: result has nf in place of c + 1 on that axis
+        moved = np.moveaxis(spec, ax, -1)
+        spec = np.moveaxis(moved @ cos.T, -1, ax)
+    return np.ascontiguousarray(spec)
+
+
+def _support_box(a: np.ndarray) -> tuple[tuple[int, int], ...] | None:
+    """[lo, hi) along each axis of the smallest box holding every non-zero value of ``a``
+    (None if there is none)."""
+    nz = a != 0
+    if a.ndim == 1:
+        w = np.flatnonzero(nz)
+        return None if w.size == 0 else ((int(w[0]), int(w[-1]) + 1),)
+    last = nz.any(axis=tuple(range(a.ndim - 1)))
+    w = np.flatnonzero(last)
+    if w.size == 0:
+        return None
+    head = _support_box(nz.any(axis=-1))  # one pass over the grid, then small projections
+    assert head is not None
+    return head + ((int(w[0]), int(w[-1]) + 1),)
+
+
+#: Kernel spectra kept per convolver (one per padded shape; sources with the same support box,
+#: e.g. the time points of one patient, share one).
+_SPECTRUM_CACHE_SIZE = 3
+
+
+class KernelConvolver:
+    """Linear convolution of maps on a fixed grid with one dose kernel, kernel spectra cached.
+
+    Method: with a kernel of half-widths c_d (shape 2 c_d + 1), the source is cropped to the
+    box [lo_d, hi_d) holding its non-zero voxels (B_d = hi_d - lo_d; zero voxels contribute
+    nothing, so this is exact), and only the outputs that the kernel can reach are computed,
+    the window [o_d, e_d) = [max(lo_d - c_d, 0), min(hi_d + c_d, n_d)) (every other output is
+    exactly 0). The box is placed at index s_d = lo_d - o_d of a zero array of length L_d and
+    the kernel with its centre at index 0 (negative offsets wrapped to the end); output
+    o_d + j is then sample j of the circular convolution, for 0 <= j < M_d = e_d - o_d. That
+    sample receives the box voxel i (0 <= i < B_d) through the kernel offset
+    delta = j - s_d - i, in [-(s_d + B_d - 1), M_d - 1 - s_d]; an offset congruent to it modulo
+    L_d, delta +- L_d, lies in [-c_d, c_d] only if L_d - (s_d + B_d - 1) <= c_d or
+    L_d - (M_d - 1 - s_d) <= c_d. So the circular convolution equals the linear one on the
+    window whenever
+
+        L_d >= max(s_d + B_d + c_d, M_d - s_d + c_d, 2 c_d + 1)
+
+    (the last term keeps the wrapped kernel offsets distinct), and L_d =
+    ``scipy.fft.next_fast_len`` of that (real=True). For a source filling the grid (s = 0,
+    B = M = n) this is the n_d + c_d of :attr:`padded_shape`, smaller than the n_d + 2 c_d of a
+    "full" linear convolution; for a body that does not fill the grid it is smaller still.
     Kernel offsets beyond n_d - 1 cannot reach any grid voxel and are dropped.
+
+    The kernel spectrum depends only on L (cached per padded shape). For a kernel symmetric
+    under the reflection of every axis (radial dose kernels are) it is real and computed as a
+    product of cosine sums (:func:`_symmetric_kernel_spectrum`, matrix products); otherwise by
+    FFTs of the kernel rows (:func:`_wrapped_kernel_spectrum`).
 
     Parameters
     ----------
@@ -227,9 +291,10 @@ class KernelConvolver:
     grid_shape : shape of the maps to convolve.
     workers : threads for ``scipy.fft`` (None: all CPUs available to the process).
     dtype : ``np.float64`` (default) or ``np.float32`` (single-precision FFTs and kernel
-        spectrum; largest error 1.2e-7 to 3.7e-7 of the peak dose on the 64^3-256^3 phantoms of
-        ``bench/voxel.py``; up to 2.5x faster at 256^3 on 2 cores, but not reliably so, see
-        bench/README.md; results are returned as float64).
+        spectrum, up to 2-3x faster; largest error 1.2e-7 to 3.7e-7 of the peak dose on the
+        64^3-256^3 phantoms of ``bench/voxel.py``, i.e. up to a few 1e-5 relative in the
+        lowest-dose voxels of the body and about 1e-6 relative on region mean doses and DVH
+        metrics; results are returned as float64).
 
     Examples
     --------
@@ -255,18 +320,57 @@ class KernelConvolver:
         half = [s // 2 for s in k.shape]
         # drop kernel offsets that cannot reach the grid (|offset| > n - 1)
         cut = tuple(slice(c - min(c, n - 1), c + min(c, n - 1) + 1) for c, n in zip(half, grid))
-        k = k[cut]
-        half = [s // 2 for s in k.shape]
+        k = np.array(k[cut], dtype=np.float64)  # own copy: the caller's array may change
+        self._kernel = k
+        self._half = tuple(s // 2 for s in k.shape)
         self.kernel_shape = k.shape
-        self.padded_shape = tuple(sfft.next_fast_len(n + c, real=True) for n, c in zip(grid, half))
+        #: padded shape for a source filling the whole grid (the largest one :meth:`convolve` uses)
+        self.padded_shape = tuple(sfft.next_fast_len(n + c, real=True) for n, c in zip(grid, self._half))
         self.kernel_sum = float(np.sum(k, dtype=np.float64))
-        self._kfft = _wrapped_kernel_spectrum(k.astype(self.dtype), half, self.padded_shape, self.workers)
-        self._kfft.flags.writeable = False
+        self.symmetric = _is_mirror_symmetric(k)
+        self._spectra: dict[tuple[int, ...], np.ndarray] = {}
 
     @property
     def spectrum_nbytes(self) -> int:
-        """Memory held by the cached kernel spectrum (bytes)."""
-        return int(self._kfft.nbytes)
+        """Memory held by the cached kernel spectra (bytes)."""
+        return int(sum(s.nbytes for s in self._spectra.values()))
+
+    def spectrum(self, padded_shape: Sequence[int]) -> np.ndarray:
+        """The kernel spectrum on a padded grid (kernel centred at index 0), cached: real for a
+        mirror-symmetric kernel, complex otherwise; of the convolver's dtype."""
+        key = tuple(int(x) for x in padded_shape)
+        spec = self._spectra.pop(key, None)
+        if spec is None:
+            if self.symmetric:
+                spec = _symmetric_kernel_spectrum(self._kernel, self._half, key).astype(self.dtype, copy=False)
+            else:
+                spec = _wrapped_kernel_spectrum(self._kernel.astype(self.dtype), self._half, key, self.workers)
+            spec.flags.writeable = False
+            while len(self._spectra) >= _SPECTRUM_CACHE_SIZE:
+                self._spectra.pop(next(iter(self._spectra)))  # least recently used
+        self._spectra[key] = spec
+        return spec
+
+    def _plan(self, src: np.ndarray):
+        """(support box, shift, output window, padded shape) for a source (see the class
+        docstring), or None for a source that is 0 everywhere."""
+        box = _support_box(src)
+        if box is None:
+            return None
+        shift, window, padded = [], [], []
+        for (lo, hi), c, n in zip(box, self._half, self.grid_shape):
+            o, e = max(lo - c, 0), min(hi + c, n)
+            s, b, m = lo - o, hi - lo, e - o
+            shift.append(s)
+            window.append((o, e))
+            padded.append(sfft.next_fast_len(max(s + b + c, m - s + c, 2 * c + 1), real=True))
+        return box, tuple(shift), tuple(window), tuple(padded)
+
+    def padded_shape_for(self, source) -> tuple[int, ...] | None:
+        """The padded shape :meth:`convolve` uses for this source (its FFT size; at most
+        :attr:`padded_shape`), or None for a source that is 0 everywhere."""
+        plan = self._plan(_check_map(source, "source map", self.grid_shape))
+        return None if plan is None else plan[3]
 
     def convolve(self, source, *, scale: float = 1.0, out_dtype=np.float64) -> np.ndarray:
         """``scale`` x (source * kernel), cropped to the grid.
@@ -276,19 +380,29 @@ class KernelConvolver:
         A non-negative source gives a non-negative result (round-off below 0 is set to 0).
         """
         src = _check_map(source, "source map", self.grid_shape)
-        nonnegative = bool(src.min(initial=0) >= 0) and scale >= 0
-        if src.dtype != self.dtype:
-            src = src.astype(self.dtype)
-        spec = sfft.rfftn(src, s=self.padded_shape, workers=self.workers)
-        spec *= self._kfft
-        full = sfft.irfftn(spec, s=self.padded_shape, workers=self.workers, overwrite_x=True)
+        out = np.zeros(self.grid_shape, dtype=out_dtype)
+        plan = self._plan(src)
+        if plan is None:
+            return out
+        box, shift, window, padded = plan
+        buf = np.zeros(padded, dtype=self.dtype)
+        placed = buf[tuple(slice(s, s + hi - lo) for s, (lo, hi) in zip(shift, box))]
+        placed[...] = src[tuple(slice(lo, hi) for lo, hi in box)]
+        nonnegative = bool(placed.min() >= 0) and scale >= 0
+        del placed
+        spec = sfft.rfftn(buf, workers=self.workers, overwrite_x=True)
+        del buf
+        spec *= self.spectrum(padded)
+        if spec.ndim > 1:  # inverse: complex axes in place, then the real axis (no extra copy)
+            spec = sfft.ifftn(spec, axes=tuple(range(spec.ndim - 1)), workers=self.workers, overwrite_x=True)
+        full = sfft.irfft(spec, n=padded[-1], axis=-1, workers=self.workers)
         del spec
-        crop = full[tuple(slice(0, n) for n in self.grid_shape)]
-        out = np.multiply(crop, scale, dtype=out_dtype)
+        win = out[tuple(slice(o, e) for o, e in window)]
+        np.multiply(full[tuple(slice(0, e - o) for o, e in window)], scale, out=win)
         if nonnegative:
             # FFT round-off leaves values of order 1e-16 x the peak (of either sign) where the
             # exact result is 0; with a non-negative source and kernel the result is >= 0.
-            np.maximum(out, 0.0, out=out)
+            np.maximum(win, 0.0, out=win)
         return out
 
 

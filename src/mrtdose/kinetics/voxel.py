@@ -249,7 +249,7 @@ def fit_mono_exponential(
     lambda (>= lam_phys where ok), whether lambda was clamped, and whether the fit is usable
     (False: a point <= noise_floor, or lambda <= 0; see the module docstring). Values where not
     ok are 0. The sums run over the n_k time points as whole-array operations (a loop over time
-    points, not voxels).
+    points, not voxels), into preallocated buffers (no per-operation temporaries).
     """
     k = a.shape[0]
     if k < 2:
@@ -257,22 +257,22 @@ def fit_mono_exponential(
     if weighting not in _WEIGHTINGS:
         raise InputError(f"weighting must be 'poisson', 'absolute' or 'uniform', got '{weighting}'")
     tt = [float(x) for x in t]
+    shape = a.shape[1:]
     positive = a[0] > noise_floor
     for i in range(1, k):
         positive &= a[i] > noise_floor
     ac = [np.maximum(a[i], _TINY) for i in range(k)]
-    y = [np.log(x) for x in ac]
     if weighting == "poisson":
         w = ac
-    elif weighting == "absolute":
-        w = [x * x for x in ac]
+        y = [np.log(x) for x in ac]
     else:
-        w = None
+        w = [np.square(x) for x in ac] if weighting == "absolute" else None
+        y = [np.log(x, out=x) for x in ac]
+    tmp = np.empty(shape)
     # centred normal equations (same solution as b = (S Sty - St Sy) / (S Stt - St^2), with no
     # cancellation): t_m = St/S, y_m = Sy/S, b = sum w (t - t_m) y / sum w (t - t_m)^2
     if w is None:
-        s = float(k)
-        t_m = np.full(a.shape[1:], sum(tt) / k)
+        t_m = np.full(shape, sum(tt) / k)
         y_m = y[0].copy()
         for i in range(1, k):
             y_m += y[i]
@@ -283,26 +283,35 @@ def fit_mono_exponential(
         sy = w[0] * y[0]
         for i in range(1, k):
             s += w[i]
-            st += w[i] * tt[i]
-            sy += w[i] * y[i]
-        t_m = st / s
-        y_m = sy / s
-    stt = np.zeros(a.shape[1:])
-    sty = np.zeros(a.shape[1:])
+            st += np.multiply(w[i], tt[i], out=tmp)
+            sy += np.multiply(w[i], y[i], out=tmp)
+        t_m = np.divide(st, s, out=st)
+        y_m = np.divide(sy, s, out=sy)
+        del s
+    stt = np.zeros(shape)
+    sty = np.zeros(shape)
+    d = np.empty(shape)
+    wd = d if w is None else np.empty(shape)
     for i in range(k):
-        d = tt[i] - t_m
-        wd = d if w is None else w[i] * d
-        stt += wd * d
-        sty += wd * y[i]
-    ok = positive & (stt > 0)
-    lam = -sty / np.where(ok, stt, 1.0)
+        np.subtract(tt[i], t_m, out=d)
+        if w is not None:
+            np.multiply(w[i], d, out=wd)
+        stt += np.multiply(wd, d, out=tmp)
+        sty += np.multiply(wd, y[i], out=tmp)
+    ok = positive
+    ok &= stt > 0
+    np.copyto(stt, 1.0, where=~ok)
+    lam = np.negative(sty, out=sty)
+    lam /= stt
     ok &= lam > 0
     clamped = ok & (lam < lam_phys)
     np.maximum(lam, lam_phys, out=lam, where=ok)
-    a0 = y_m + lam * t_m  # ln A_f; with lambda fixed at lambda_phys: (Sy + lambda St) / S
-    np.minimum(a0, 700.0, out=a0)  # exp stays finite for unusable voxels (masked below)
-    amp = np.where(ok, np.exp(a0), 0.0)
-    lam = np.where(ok, lam, 0.0)
+    a0 = np.add(y_m, np.multiply(lam, t_m, out=tmp), out=y_m)  # ln A_f = y_m + lambda t_m
+    np.minimum(a0, 700.0, out=a0)  # exp stays finite for unusable voxels (zeroed below)
+    amp = np.exp(a0, out=a0)
+    bad = ~ok
+    np.copyto(amp, 0.0, where=bad)
+    np.copyto(lam, 0.0, where=bad)
     return amp, lam, clamped, ok
 
 
@@ -320,15 +329,18 @@ def integrate_curves(
     """Integrate curves of shape (n_t, n) from 0 to infinity; returns (integrals, method codes).
 
     The workhorse of :func:`voxel_tia` (and of the dose-rate integration in
-    :mod:`mrtdose.dose.voxel`); also usable on region TACs (n = number of regions).
+    :mod:`mrtdose.dose.voxel`); also usable on region TACs (n = number of regions). With a fit,
+    the trapezoid of the fallback rule is evaluated on the fallback curves only.
     """
     a = np.asarray(curves, dtype=np.float64)
     if a.ndim == 1:
         a = a[:, None]
     t = _check_times(times_h, a.shape[0])
     lam_p = _check_lambda(decay_constant_per_h)
-    trap = trapezoid_physical_tail(t, a, lam_p, start)
+    if start not in ("zero", "constant"):
+        raise InputError(f"start must be 'zero' or 'constant', got '{start}'")
     if method == "trapezoid":
+        trap = trapezoid_physical_tail(t, a, lam_p, start)
         return trap, np.full(a.shape[1:], METHOD_TRAPEZOID, dtype=np.uint8)
     if method not in ("mono_exp", "trapezoid_fit_tail"):
         raise InputError(f"method must be 'trapezoid', 'mono_exp' or 'trapezoid_fit_tail', got '{method}'")
@@ -337,21 +349,29 @@ def integrate_curves(
     k = default_k if n_fit is None else int(n_fit)
     if not 2 <= k <= n_t:
         raise InputError(f"n_fit must be between 2 and the number of time points ({n_t}), got {n_fit}")
+    grid = a.shape[1:]
+    a = a.reshape(n_t, -1)
     j = n_t - k
     amp, lam, clamped, ok = fit_mono_exponential(t[j:], a[j:], lam_p, weighting, noise_floor)
-    lam_safe = np.where(ok, lam, 1.0)
+    bad = np.flatnonzero(~ok)
+    lam_safe = lam
+    lam_safe[bad] = 1.0  # (amp is 0 there; these voxels get the trapezoid below)
     if method == "trapezoid_fit_tail":
         # trapezoids over every point, fitted curve after the last one instead of physical decay
-        fitted = trap - a[-1] / lam_p + amp * np.exp(-lam_safe * t[-1]) / lam_safe
+        trap = trapezoid_physical_tail(t, a, lam_p, start)
+        out = trap - a[-1] / lam_p + amp * np.exp(-lam_safe * t[-1]) / lam_safe
     elif j == 0:
-        fitted = amp / lam_safe
+        out = np.divide(amp, lam_safe, out=amp)
     else:
         # trapezoid up to t_j (start rule before t_0), then the fitted curve from t_j on
         head = trapezoid_physical_tail(t[: j + 1], a[: j + 1], lam_p, start) - a[j] / lam_p
-        fitted = head + amp * np.exp(-lam_safe * t[j]) / lam_safe
-    out = np.where(ok, fitted, trap)
-    codes = np.where(ok, np.where(clamped, METHOD_FIT_CLAMPED, METHOD_FIT), METHOD_FIT_FALLBACK)
-    return out, codes.astype(np.uint8)
+        out = head + amp * np.exp(-lam_safe * t[j]) / lam_safe
+    codes = np.full(out.shape, METHOD_FIT, dtype=np.uint8)
+    codes[clamped] = METHOD_FIT_CLAMPED
+    if bad.size:
+        out[bad] = trap[bad] if method == "trapezoid_fit_tail" else trapezoid_physical_tail(t, a[:, bad], lam_p, start)
+        codes[bad] = METHOD_FIT_FALLBACK
+    return out.reshape(grid), codes.reshape(grid)
 
 
 def integrate_maps(
@@ -447,13 +467,20 @@ def _scatter(vals: np.ndarray, codes: np.ndarray, idx: np.ndarray | None, grid) 
 # ---------------------------------------------------------------------------------------------
 
 
+#: Up to this many regions, :meth:`RegionIndex.build` makes one pass over the label map per
+#: region (cheaper than sorting for a few regions); more regions are grouped by one sort.
+PER_REGION_PASSES_MAX = 16
+
+
 @dataclass(frozen=True)
 class RegionIndex:
     """The voxels of labelled regions, grouped by region once and reused (region sums, DVHs).
 
     ``order`` holds the flat voxel indices sorted by region (in the order of ``labels``; within
     a region in increasing index), region i occupying ``order[offsets[i]:offsets[i + 1]]``.
-    Built with one stable radix sort of a small-integer region index (O(n) in numpy).
+    Built with one ``flatnonzero`` pass of the label map per region for a few regions (up to
+    :data:`PER_REGION_PASSES_MAX`), else one stable radix sort of a small-integer region index
+    (O(n) in numpy); both give the same grouping.
     """
 
     labels: np.ndarray
@@ -467,6 +494,8 @@ class RegionIndex:
         if not np.issubdtype(lab.dtype, np.integer):
             raise InputError(f"label map must hold integers, got dtype {lab.dtype}")
         labs = np.asarray(labels, dtype=np.int64).reshape(-1)
+        if labs.size <= PER_REGION_PASSES_MAX:
+            return RegionIndex._build_by_passes(lab, labs)
         idx = label_index(lab, labs)
         sel = np.flatnonzero(idx < labs.size)
         key = idx[sel].astype(np.uint8 if labs.size < 255 else np.uint16 if labs.size < 65535 else np.intp)
@@ -474,6 +503,19 @@ class RegionIndex:
         order = sel[np.argsort(key, kind="stable")]  # radix sort for 8/16-bit keys
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.intp)
         return RegionIndex(labs, order, offsets, tuple(lab.shape))
+
+    @staticmethod
+    def _build_by_passes(lab: np.ndarray, labs: np.ndarray) -> "RegionIndex":
+        if np.unique(labs).size != labs.size:
+            raise InputError(f"region labels must be distinct, got {labs.tolist()}")
+        flat = lab.reshape(-1)
+        info = np.iinfo(flat.dtype)
+        parts = [np.flatnonzero(flat == flat.dtype.type(v)) if info.min <= v <= info.max
+                 else np.empty(0, dtype=np.intp) for v in labs.tolist()]
+        offsets = np.zeros(labs.size + 1, dtype=np.intp)
+        np.cumsum([p.size for p in parts], out=offsets[1:])
+        order = np.concatenate(parts) if parts else np.empty(0, dtype=np.intp)
+        return RegionIndex(labs, order.astype(np.intp, copy=False), offsets, tuple(lab.shape))
 
     @property
     def counts(self) -> np.ndarray:
@@ -491,11 +533,11 @@ class RegionIndex:
 
     def sums(self, grid_map) -> np.ndarray:
         """Sum of the map over each region (float64; empty regions give 0)."""
-        v = np.asarray(self.gather(grid_map), dtype=np.float64)
+        v = self.gather(grid_map)
         out = np.zeros(self.labels.size)
         nz = self.counts > 0
-        if v.size:
-            out[nz] = np.add.reduceat(v, self.offsets[:-1][nz])
+        if v.size:  # accumulated in float64 whatever the map's type
+            out[nz] = np.add.reduceat(v, self.offsets[:-1][nz], dtype=np.float64)
         return out
 
 
@@ -607,7 +649,8 @@ def voxel_tia(
             f"got '{method}'"
         )
     tia, cmap = _scatter(vals, codes, idx, grid)
-    cnt = np.bincount(cmap.reshape(-1), minlength=len(METHOD_NAMES))
+    cnt = np.bincount(codes.reshape(-1), minlength=len(METHOD_NAMES))  # computed voxels
+    cnt[METHOD_OUTSIDE] += cmap.size - codes.size  # the others: outside the mask
     return VoxelTIA(
         tia_map_mbq_h=tia,
         method_map=cmap,
