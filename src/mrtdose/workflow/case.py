@@ -233,11 +233,42 @@ class VoxelLabels(_Strict):
 
 
 class VoxelKernelOption(_Strict):
-    file: str | None = Field(default=None, description="User kernel (Lanconelli text or NIfTI); default: computed.")
-    medium: str = Field(default="soft_tissue", description="Medium of the computed kernel.")
+    file: str | None = Field(
+        default=None,
+        description="User kernel file: Lanconelli et al. 2012 text table, NIfTI (+ JSON sidecar), Interfile 3.3 or "
+                    "DICOM (RT Dose or image; see mrtdose.imaging.kernels_io); default: computed.",
+    )
+    medium: str = Field(
+        default="soft_tissue",
+        description="Medium of the computed kernel; with a file, when given, it must agree with the file's medium.",
+    )
+    unit: str | None = Field(
+        default=None,
+        description="Unit of a kernel file that does not state it (DICOM, Interfile, NIfTI without it in the sidecar): "
+                    "Gy/(Bq s), mGy/(MBq s), Gy/(MBq s) or mGy/(MBq h); must agree with the file where it does.",
+    )
     reference_density_g_per_ml: float | None = Field(
         default=None, gt=0.1, lt=3.0, description="Density the kernel is for; default the medium's (computed) or 1.0 (file)."
     )
+
+    @model_validator(mode="after")
+    def _check(self) -> "VoxelKernelOption":
+        if self.unit is not None and self.file is None:
+            raise ValueError("unit applies to a kernel file; give file, or drop unit for a computed kernel")
+        return self
+
+
+class MonteCarloOption(_Strict):
+    """Settings of the optional OpenGATE Monte Carlo engine (``voxel.engine: opengate``; extra
+    ``mrtdose[montecarlo]`` and the Geant4 data; see docs/monte_carlo.md)."""
+
+    n_decays: int = Field(default=1_000_000, ge=1000, description="Decays simulated (statistical uncertainty ~ 1/sqrt).")
+    seed: int = Field(default=20240521, ge=1, lt=2**31)
+    threads: int = Field(default=1, ge=1)
+    composition: Literal["tissue", "water"] = Field(
+        default="tissue", description="tissue: materials from the density map; water: water everywhere (comparisons)."
+    )
+    production_cut_mm: float = Field(default=0.5, gt=0)
 
 
 class VoxelOptions(_Strict):
@@ -247,7 +278,12 @@ class VoxelOptions(_Strict):
     labels: VoxelLabels
     density: str | None = Field(default=None, description="Density map (g/mL, NIfTI); default options.organ_density_g_per_ml.")
     kernel: VoxelKernelOption = Field(default_factory=VoxelKernelOption)
-    engine: Literal["kernel_convolution", "local_deposition"] = "kernel_convolution"
+    engine: Literal["kernel_convolution", "local_deposition", "opengate"] = Field(
+        default="kernel_convolution",
+        description="kernel_convolution (tested default), local_deposition, or opengate: Monte Carlo of the TIA map "
+                    "(optional extra; needs OpenGATE and its Geant4 data).",
+    )
+    monte_carlo: MonteCarloOption = Field(default_factory=MonteCarloOption)
     route: Literal["voxel_kinetics", "dose_rate_integration"] = Field(
         default="voxel_kinetics",
         description="voxel_kinetics: TIA map (voxel fits) then one convolution; dose_rate_integration: convolve each map, integrate dose rates.",
@@ -262,17 +298,61 @@ class VoxelOptions(_Strict):
     patient_specific_s_values: bool = Field(
         default=True, description="Compute S(target <- source) for the labelled regions by convolution."
     )
-    outputs: list[Literal["rtdose", "nifti", "dvh_csv"]] = Field(default_factory=lambda: ["rtdose", "nifti", "dvh_csv"])
+    eud_alpha_per_gy: float | dict[str, float] | None = Field(
+        default=None,
+        description="Radiosensitivity alpha (1/Gy) for the Niemierko EUD (and EUBED) of every region, or per region "
+                    "name; no EUD without it (no cited default exists).",
+    )
+    outputs: list[Literal["rtdose", "nifti", "dvh_csv", "dose_rate_maps"]] = Field(
+        default_factory=lambda: ["rtdose", "nifti", "dvh_csv"],
+        description="rtdose: dose and TIA maps as DICOM RT Dose; nifti: dose and TIA maps as NIfTI; dvh_csv: DVH curves "
+                    "and metrics; dose_rate_maps: the absorbed-dose rate map at each time point (NIfTI + sidecar).",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> "VoxelOptions":
+        if self.engine == "opengate" and self.route == "dose_rate_integration":
+            raise ValueError("engine opengate simulates the TIA map: use route voxel_kinetics")
+        if self.engine == "opengate" and "dose_rate_maps" in self.outputs:
+            raise ValueError("outputs dose_rate_maps is not available with engine opengate (one simulation of the TIA map)")
+        alphas = self.eud_alpha_per_gy
+        values = list(alphas.values()) if isinstance(alphas, dict) else ([] if alphas is None else [alphas])
+        if any(not (0 < a < 10) for a in values):
+            raise ValueError("eud_alpha_per_gy: alpha must be in (0, 10) 1/Gy")
+        if isinstance(alphas, dict):
+            unknown = sorted(set(alphas) - set(self.labels.regions))
+            if unknown:
+                raise ValueError(f"eud_alpha_per_gy: {unknown} are not regions of voxel.labels.regions")
+        return self
 
 
 class ImagingTimepoint(_Strict):
-    spect: str = Field(description="Directory (or file) of the quantitative SPECT/PET series.")
-    ct: str | None = Field(default=None, description="Directory of the CT series of the same time point.")
-    time: datetime | None = Field(default=None, description="Override of the acquisition time (with time zone).")
+    spect: str = Field(
+        description="Directory (or file) of the quantitative SPECT/PET DICOM series, or a NIfTI (.nii, .nii.gz) or "
+        "MetaImage (.mhd, .mha) file with a JSON sidecar (<stem>.json: unit, acquisition_time with UTC offset, "
+        "optional acquisition_duration_s, patient_id, frame_of_reference_uid) for images that lost their headers."
+    )
+    ct: str | None = Field(
+        default=None,
+        description="CT of the same time point: DICOM directory, or NIfTI/MetaImage file in HU (sidecar unit 'HU').",
+    )
+    time: datetime | None = Field(
+        default=None,
+        description="Override of the acquisition start time (with time zone); required for a NIfTI/MetaImage SPECT "
+        "whose sidecar has no acquisition_time (never guessed).",
+    )
     acquisition_duration_s: float | None = Field(
-        default=None, gt=0, description="Total acquisition time (s) for images in counts; default from the headers."
+        default=None, gt=0,
+        description="Total acquisition time (s) for images in counts; default from the DICOM headers (Actual Frame "
+        "Duration) or the sidecar's acquisition_duration_s.",
     )
     series_uid: str | None = Field(default=None, description="SeriesInstanceUID when the folder holds several series.")
+    observed_count_rate_cps: float | None = Field(
+        default=None, gt=0,
+        description="Whole-detector observed count rate (counts/s) during this acquisition, as reported by the camera "
+        "(the rate the dead time acts on, usually the whole spectrum); needed with imaging.calibration.dead_time. "
+        "Not read from DICOM: the standard NM attribute Count Rate (0018,1243) is the maximum rate, not the mean.",
+    )
 
     @field_validator("time")
     @classmethod
@@ -282,8 +362,28 @@ class ImagingTimepoint(_Strict):
         return v
 
 
+class ImagingDeadTime(_Strict):
+    """Dead-time correction of each time point from its observed count rate (Knoll, Radiation
+    Detection and Measurement, 4th ed. 2010, ch. 4): paralysable m = n exp(-n tau) or
+    non-paralysable m = n / (1 + n tau); the factor n/m multiplies that time point's activities."""
+
+    model: Literal["paralysable", "non-paralysable"] = Field(
+        description="Dead-time model measured for the camera (e.g. Uribe et al. 2018, EJNMMI Phys 5:2)."
+    )
+    tau_us: float = Field(
+        gt=0, le=1000,
+        description="Dead time tau (microseconds) measured for the camera; above 1000 us is implausible for a gamma "
+        "camera (is it in ns?).",
+    )
+    tau_uncertainty_pct: float = Field(
+        default=0.0, ge=0, le=100,
+        description="Standard uncertainty of tau (%); its effect on each time point's factor is folded into that time "
+        "point's measurement uncertainty in quadrature.",
+    )
+
+
 class ImagingCalibration(_Strict):
-    """Camera sensitivity for images in counts (images in Bq/mL need none)."""
+    """Camera sensitivity for images in counts (images in Bq/mL need none), and dead time."""
 
     sensitivity_cps_per_mbq: float | None = Field(default=None, gt=0)
     uncertainty_pct: float = Field(default=0.0, ge=0, le=100)
@@ -291,9 +391,15 @@ class ImagingCalibration(_Strict):
     camera: str | None = None
     collimator: str | None = None
     window: str | None = None
+    dead_time: ImagingDeadTime | None = Field(
+        default=None,
+        description="Dead-time correction; every time point then needs observed_count_rate_cps.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> "ImagingCalibration":
+        if self.sensitivity_cps_per_mbq is None and self.database is None and self.dead_time is not None:
+            return self  # dead time only: images in Bq/mL
         if (self.sensitivity_cps_per_mbq is None) == (self.database is None):
             raise ValueError("give sensitivity_cps_per_mbq or database (with camera, collimator, window)")
         if self.database is not None and not (self.camera and self.collimator and self.window):
@@ -301,16 +407,54 @@ class ImagingCalibration(_Strict):
         return self
 
 
+class ImagingTotalSegmentator(_Strict):
+    """Organ masks from the optional TotalSegmentator network on the first CT (pip install
+    TotalSegmentator); review automatic contours before use."""
+
+    names: dict[str, str] = Field(
+        min_length=1,
+        description="TotalSegmentator class name -> region name (e.g. kidney_left: kidneys, kidney_right: kidneys); "
+        "several classes mapped to one region are united.",
+    )
+    task: str = Field(default="total", min_length=1, description="TotalSegmentator task (default 'total').")
+    fast: bool = Field(default=False, description="TotalSegmentator's lower-resolution (3 mm) model.")
+    file: str | None = Field(
+        default=None,
+        description="Output of a TotalSegmentator run already made on the first CT (multilabel NIfTI, or folder of "
+        "<class>.nii.gz files): read instead of running the network.",
+    )
+
+
 class ImagingRegions(_Strict):
     rtstruct: str | None = Field(default=None, description="RTSTRUCT on the first time point's CT.")
     seg: str | None = Field(default=None, description="Or a DICOM SEG on the first time point's CT.")
     names: dict[str, str] = Field(default_factory=dict, description="ROI / segment name in the file -> region name.")
     labels: VoxelLabels | None = Field(default=None, description="Or a label map (NIfTI) on the first SPECT grid.")
+    totalsegmentator: ImagingTotalSegmentator | None = Field(
+        default=None, description="Organs segmented automatically on the first CT; may be combined with the above."
+    )
+    whole_body: str | None = Field(
+        default=None, min_length=1,
+        description="Name of a region to create with the total activity in the body outline of the first CT "
+        "(HU threshold, mrtdose.imaging.regions.body_mask, united with the named regions), or in the whole SPECT "
+        "field of view when there is no CT (its mass then from regions.<name>.mass_g or patient.mass_kg).",
+    )
+    remainder: str | None = Field(
+        default=None, min_length=1,
+        description="Name of a region to create with the remainder of body: the whole body minus all other regions "
+        "(fractional occupancy respected, so remainder + regions = whole body); mass = body mass minus the "
+        "regions' masses. The other regions must not overlap.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> "ImagingRegions":
-        if sum(x is not None for x in (self.rtstruct, self.seg, self.labels)) != 1:
-            raise ValueError("give exactly one of rtstruct, seg or labels")
+        if sum(x is not None for x in (self.rtstruct, self.seg, self.labels)) > 1:
+            raise ValueError("give at most one of rtstruct, seg or labels")
+        if all(x is None for x in (self.rtstruct, self.seg, self.labels, self.totalsegmentator, self.whole_body,
+                                   self.remainder)):
+            raise ValueError("give rtstruct, seg, labels or totalsegmentator (or whole_body / remainder)")
+        if self.whole_body and self.remainder and self.whole_body == self.remainder:
+            raise ValueError("whole_body and remainder need different region names")
         return self
 
 
@@ -332,7 +476,118 @@ class Imaging(_Strict):
     timezone: str | None = Field(default=None, description="IANA zone for headers without a UTC offset.")
     activity_uncertainty_pct: float = Field(
         default=5.0, gt=0, le=100,
-        description="Standard uncertainty (%) of each region activity from delineation and noise (calibration separate).",
+        description="Standard uncertainty (%) of each region activity from delineation and noise (calibration separate); "
+        "a time point's dead-time factor uncertainty is added to it in quadrature.",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> "Imaging":
+        dead = self.calibration.dead_time if self.calibration is not None else None
+        for i, tp in enumerate(self.timepoints):
+            if dead is not None and tp.observed_count_rate_cps is None:
+                raise ValueError(f"timepoints.{i}.observed_count_rate_cps: needed by calibration.dead_time")
+            if dead is None and tp.observed_count_rate_cps is not None:
+                raise ValueError(f"timepoints.{i}.observed_count_rate_cps given without calibration.dead_time "
+                                 "(model, tau_us)")
+        return self
+
+
+class PlanarTimepoint(_Strict):
+    """One planar (static or whole-body) conjugate-view acquisition."""
+
+    file: str | list[str] = Field(description="NM file (e.g. one multi-frame file with both views), a directory, or a list of files.")
+    time: datetime | None = Field(default=None, description="Override of the acquisition start (with time zone).")
+    acquisition_duration_s: float | None = Field(
+        default=None, gt=0, description="Exposure time (s) overriding the headers' (whole body: the time each point is seen)."
+    )
+
+    @field_validator("time")
+    @classmethod
+    def _aware(cls, v: datetime | None) -> datetime | None:
+        if v is not None and (v.tzinfo is None or v.utcoffset() is None):
+            raise ValueError(f"'{v.isoformat()}' has no time zone; append e.g. +00:00")
+        return v
+
+
+class PlanarRois(_Strict):
+    """2D ROI label map (NIfTI, one slice) on the anterior view's pixel grid."""
+
+    file: str = Field(description="Label map (NIfTI) on the anterior view; ROIs are lists of labels and may share labels.")
+    regions: dict[str, list[int] | int] = Field(min_length=1, description="Region name -> label value(s) of its ROI.")
+    background: int | list[int] | dict[str, list[int] | int] | None = Field(
+        default=None, description="Background ROI label(s), for all regions or per region (area-scaled subtraction).")
+    organ_thickness_cm: dict[str, float] = Field(
+        default_factory=dict,
+        description="Region -> AP organ thickness (cm): background factor 1 - t/T (Buijs 1998) and self-attenuation (MIRD 16).")
+
+    @model_validator(mode="after")
+    def _check(self) -> "PlanarRois":
+        def labs(v: Any) -> list[int]:
+            return [v] if isinstance(v, int) else list(v)
+
+        roi_labels = {lab for v in self.regions.values() for lab in labs(v)}
+        if any(lab <= 0 for lab in roi_labels):
+            raise ValueError("ROI labels must be > 0 (0 is outside every ROI)")
+        bk = self.background
+        bmap = ({} if bk is None else {n: labs(v) for n, v in bk.items()} if isinstance(bk, dict)
+                else {n: labs(bk) for n in self.regions})
+        for n, b in bmap.items():
+            if n not in self.regions:
+                raise ValueError(f"background for '{n}', which is not one of the ROI regions")
+            if not b or any(lab <= 0 for lab in b):
+                raise ValueError(f"background of '{n}': give label(s) > 0")
+            if set(b) & set(labs(self.regions[n])):
+                raise ValueError(f"background of '{n}' shares label(s) {sorted(set(b) & set(labs(self.regions[n])))} with its ROI")
+        for n, t in self.organ_thickness_cm.items():
+            if n not in self.regions:
+                raise ValueError(f"organ_thickness_cm for '{n}', which is not one of the ROI regions")
+            if not (0 < t < 100):
+                raise ValueError(f"organ_thickness_cm.{n} = {t:g} cm is not plausible (0 < t < 100)")
+        return self
+
+
+class PlanarCalibration(_Strict):
+    sensitivity_cps_per_mbq: float = Field(gt=0, description="Planar sensitivity in air, per detector (cps/MBq).")
+    uncertainty_pct: float = Field(default=0.0, ge=0, le=100)
+
+
+class PlanarAttenuation(_Strict):
+    """Transmission factor exp(-mu T) of the conjugate-view method: exactly one of a body
+    thickness, a CT (line integrals of mu along the AP rays through each ROI) or measured values."""
+
+    body_thickness_cm: float | dict[str, float] | None = Field(
+        default=None, description="AP body thickness (cm) through the ROIs, for all regions or per region.")
+    body_thickness_uncertainty_cm: float = Field(default=0.0, ge=0)
+    mu_per_cm: float | None = Field(default=None, gt=0, lt=2, description="Default narrow-beam soft tissue at the photopeak.")
+    ct: str | None = Field(default=None, description="CT series (directory) registered to the ROI map's patient coordinates.")
+    transmission: float | dict[str, float] | None = Field(default=None, description="Measured I/I0, for all regions or per region.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "PlanarAttenuation":
+        if sum(x is not None for x in (self.body_thickness_cm, self.ct, self.transmission)) != 1:
+            raise ValueError("give exactly one of body_thickness_cm, ct or transmission")
+        vals = (list(self.transmission.values()) if isinstance(self.transmission, dict)
+                else [] if self.transmission is None else [self.transmission])
+        if any(not (0 < v <= 1) for v in vals):
+            raise ValueError("transmission factors must be in (0, 1]")
+        bt = self.body_thickness_cm
+        if any(not (0 < v < 100) for v in (list(bt.values()) if isinstance(bt, dict) else [] if bt is None else [bt])):
+            raise ValueError("body thicknesses must be in (0, 100) cm")
+        return self
+
+
+class PlanarImaging(_Strict):
+    """Planar / whole-body conjugate-view images at several times: region activities (MIRD 16)."""
+
+    timepoints: list[PlanarTimepoint] = Field(min_length=1)
+    rois: PlanarRois
+    calibration: PlanarCalibration
+    attenuation: PlanarAttenuation
+    scatter: Literal["tew", "none"] = "tew"
+    timezone: str | None = Field(default=None, description="IANA zone for headers without a UTC offset.")
+    activity_uncertainty_pct: float = Field(
+        default=5.0, ge=0, le=100,
+        description="Standard uncertainty (%) of each region activity from delineation, added to the counting uncertainty.",
     )
 
 
@@ -346,6 +601,7 @@ class Case(_Strict):
     previous_cycles: list[PreviousCycle] = Field(default_factory=list)
     voxel: VoxelOptions | None = None
     imaging: Imaging | None = None
+    planar_imaging: PlanarImaging | None = None
     notes: str | None = None
 
     @model_validator(mode="after")
@@ -394,7 +650,8 @@ def parse_case(data: Any, source: str = "<case>") -> Case:
         raise InputError("a case must be a mapping (YAML/JSON object) at the top level", source=source)
     try:
         # with an imaging block, regions may be given without measurements: the images measure them
-        return Case.model_validate(data, context={"imaging": data.get("imaging") is not None})
+        return Case.model_validate(data, context={"imaging": data.get("imaging") is not None
+                                                  or data.get("planar_imaging") is not None})
     except ValidationError as exc:
         raise from_validation_error(
             exc, "case file", source=source, unknown_hint="check spelling; see schemas/case.schema.json"
