@@ -11,9 +11,12 @@ import pytest
 from mrtdose.errors import InputError
 from mrtdose.imaging.kernels_io import (
     expand_octant,
+    kernel_format,
+    read_dicom_kernel,
     read_lanconelli_kernel,
     read_nifti_kernel,
     read_voxel_kernel,
+    write_kernel_dicom,
 )
 from mrtdose.imaging.nifti import write_nifti
 from mrtdose.imaging.volume import Volume
@@ -227,8 +230,11 @@ def test_nifti_kernel_errors(tmp_path):
     cut.write_bytes(p.read_bytes()[:60])
     with pytest.raises(InputError, match="cut.nii.gz"):
         read_nifti_kernel(cut, {"unit": "Gy/(Bq s)", "nuclide": "Lu-177", "medium": "water"})
-    with pytest.raises(InputError, match="unknown kernel format"):
+    with pytest.raises(InputError, match="file not found"):
         read_voxel_kernel(tmp_path / "k.dcm")
+    (tmp_path / "k.xyz").write_bytes(b"not a kernel")
+    with pytest.raises(InputError, match="unknown kernel format"):
+        read_voxel_kernel(tmp_path / "k.xyz")
 
 
 # ---------------------------------------------------------------- the type
@@ -309,3 +315,199 @@ def test_interfile_missing_data_file(tmp_path):
     (tmp_path / "k.v").unlink()
     with pytest.raises(InputError, match="cannot read data file"):
         read_voxel_kernel(h)
+
+
+# --- DICOM kernels -------------------------------------------------------------------------
+
+import io  # noqa: E402
+
+import pydicom  # noqa: E402
+from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid  # noqa: E402
+
+from mrtdose.physics.voxel_kernels import compute_voxel_kernel  # noqa: E402
+
+UINT32_MAX = 2**32 - 1
+
+
+@pytest.fixture(scope="module")
+def lu177_kernel():
+    """Our computed Lu-177 kernel, 6 mm voxels (53^3): the object to round-trip."""
+    return compute_voxel_kernel("Lu-177", (6.0, 6.0, 6.0), "soft_tissue")
+
+
+def _resave(raw: bytes, edit) -> bytes:
+    ds = pydicom.dcmread(io.BytesIO(raw))
+    edit(ds)
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def test_dicom_kernel_round_trip_within_stored_precision(tmp_path, lu177_kernel):
+    """Write our computed Lu-177 kernel as RT Dose, read it back (dispatched by content: the
+    file has no .dcm name): equal to the original within the stated quantisation, |error| <=
+    DoseGridScaling / 2 = max / (2 (2^32 - 1)) (1.2e-10 of the maximum), and every other
+    property identical."""
+    k = lu177_kernel
+    p = tmp_path / "lu177_6mm_kernel"
+    p.write_bytes(write_kernel_dicom(k))
+    assert kernel_format(p) == "dicom"
+    back = read_voxel_kernel(p, nuclide="Lu-177")
+    assert back.shape == k.shape and back.voxel_size_mm == k.voxel_size_mm
+    assert (back.nuclide, back.medium) == ("Lu-177", "soft_tissue")
+    err = np.abs(back.array_gy_per_bq_s - k.array_gy_per_bq_s).max()
+    assert err <= k.array_gy_per_bq_s.max() / (2 * UINT32_MAX) * (1 + 1e-6)
+    assert back.centre_gy_per_bq_s == pytest.approx(k.centre_gy_per_bq_s, rel=1e-9)
+    assert back.total_gy_per_bq_s == pytest.approx(k.total_gy_per_bq_s, rel=1e-8)
+    # in Gy/(Bq s) too (Dose Grid Scaling then of order 1e-20: a Decimal String with exponent)
+    p2 = tmp_path / "k_gy.dcm"
+    p2.write_bytes(write_kernel_dicom(k, unit="Gy/(Bq s)"))
+    assert np.abs(read_dicom_kernel(p2).array_gy_per_bq_s - k.array_gy_per_bq_s).max() <= err * (1 + 1e-6) + 1e-30
+
+
+def test_dicom_kernel_encoding_with_pydicom(lu177_kernel):
+    ds = pydicom.dcmread(io.BytesIO(write_kernel_dicom(lu177_kernel)))
+    assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.481.2" and ds.DoseUnits == "RELATIVE"
+    assert "unit: mGy/(MBq s)" in ds.DoseComment and len(ds.DoseComment) <= 64
+    assert "nuclide: Lu-177" in ds.ImageComments and "layout: full" in ds.ImageComments
+    assert ds.PatientID == ""  # Type 2: no patient
+    # source voxel (centre frame, row, column) at (0, 0, 0) mm, PS3.3 C.7.6.2.1.1
+    ipp = np.array([float(v) for v in ds.ImagePositionPatient])
+    n = lu177_kernel.shape[0] // 2
+    np.testing.assert_allclose(ipp + n * 6.0, 0.0, atol=1e-9)
+    # 1 mGy/(MBq s) = 1e-9 Gy/(Bq s): the centre in the file's unit
+    centre = ds.pixel_array[n, n, n] * float(ds.DoseGridScaling)
+    assert centre * 1e-9 == pytest.approx(lu177_kernel.centre_gy_per_bq_s, rel=1e-8)
+    assert ds.RealWorldValueMappingSequence[0].MeasurementUnitsCodeSequence[0].CodeValue == "mGy/(MBq.s)"
+
+
+def _generic_kernel(tmp_path, array_zyx, *, spacing=(2.0, 2.0), slices=3.0, slope=1e-3, comments=None,
+                    name="k.dcm", extra=None):
+    """A multi-frame grey-scale Secondary Capture image (not RT Dose) holding a kernel:
+    value = stored x Rescale Slope (Modality LUT, PS3.3 C.11.1)."""
+    stored = np.rint(np.asarray(array_zyx) / slope).astype("<u2")
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7.3"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality = "OT"
+    nz, ny, nx = stored.shape
+    ds.NumberOfFrames, ds.Rows, ds.Columns = nz, ny, nx
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    if spacing is not None:
+        ds.PixelSpacing = list(spacing)
+    if slices is not None:
+        ds.SpacingBetweenSlices = slices
+    ds.RescaleSlope, ds.RescaleIntercept = slope, 0
+    if comments is not None:
+        ds.ImageComments = comments
+    for kw, v in (extra or {}).items():
+        setattr(ds, kw, v)
+    ds.PixelData = stored.tobytes()
+    p = tmp_path / name
+    ds.save_as(p, enforce_file_format=True)
+    return p
+
+
+def test_generic_dicom_octant_expanded_by_symmetry(tmp_path):
+    """An octant (offsets 0..n-1, source voxel first) in a generic image, with the unit and layout
+    in Image Comments; expanded to S(+-i, +-j, +-k) = S(i, j, k), checked voxel by voxel against
+    the octant by hand; voxel size from Pixel Spacing (row = dy, column = dx) and Spacing Between
+    Slices; 1 mGy/(MBq s) = 1e-9 Gy/(Bq s)."""
+    rng = np.random.default_rng(3)
+    octant = rng.integers(1, 1000, size=(2, 3, 4)) * 1e-3  # [z, y, x], exactly representable at slope 1e-3
+    octant[0, 0, 0] = 2.0
+    p = _generic_kernel(tmp_path, octant, spacing=(3.0, 2.5), slices=4.0,
+                        comments="unit: mGy/(MBq s); layout: octant; nuclide: 177Lu; medium: soft_tissue")
+    k = read_voxel_kernel(p)
+    assert k.shape == (3, 5, 7) and k.voxel_size_mm == (2.5, 3.0, 4.0)
+    for (dz, dy, dx) in [(0, 0, 0), (1, 2, 3), (-1, -2, -3), (1, -1, 2), (-1, 0, -3)]:
+        assert k.array_gy_per_bq_s[1 + dz, 2 + dy, 3 + dx] == pytest.approx(octant[abs(dz), abs(dy), abs(dx)] * 1e-9,
+                                                                            rel=1e-12)
+    assert k.nuclide == "Lu-177"
+
+
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        # the unit: never assumed, a known one, consistent with Dose Units and between sources
+        (lambda ds: (delattr(ds, "DoseComment"), delattr(ds, "ImageComments"),
+                     ds.private_block(0x0077, "MRTDOSE 1").__delitem__(0x11)), "kernel unit unknown"),
+        (lambda ds: setattr(ds, "DoseComment", "unit: Gy"), "unit disagrees|unknown kernel unit"),
+        (lambda ds: setattr(ds, "DoseUnits", "GY"), "Dose Units GY"),
+        (lambda ds: setattr(ds, "DoseComment", "unit: Gy/(Bq s)"), "unit disagrees"),
+        # geometry
+        (lambda ds: delattr(ds, "PixelSpacing"), "Pixel Spacing"),
+        (lambda ds: setattr(ds, "GridFrameOffsetVector", [0.0] * int(ds.NumberOfFrames)), "equally spaced"),
+        # what the file holds
+        (lambda ds: ds.private_block(0x0077, "MRTDOSE 1").__getitem__(0x10).__setattr__(
+            "value", "TIME_INTEGRATED_ACTIVITY_CONCENTRATION"), "not a voxel kernel"),
+        (lambda ds: ds.private_block(0x0077, "MRTDOSE 1").__getitem__(0x12).__setattr__("value", "Y-90"),
+         "nuclide disagrees"),
+    ],
+)
+def test_dicom_kernel_errors_name_the_file(tmp_path, edit, match):
+    k = compute_voxel_kernel("Lu-177", (6.0, 6.0, 6.0), "soft_tissue")
+    p = tmp_path / "bad.dcm"
+    p.write_bytes(_resave(write_kernel_dicom(k), edit))
+    with pytest.raises(InputError, match=match) as ei:
+        read_voxel_kernel(p, nuclide="Lu-177")
+    assert ei.value.source == str(p)
+
+
+def test_generic_dicom_kernel_errors(tmp_path):
+    full = np.ones((3, 3, 3))
+    full[1, 1, 1] = 2.0
+    keys = "unit: mGy/(MBq s); nuclide: Lu-177; medium: water"
+    with pytest.raises(InputError, match="odd") as ei:  # even size, full layout
+        read_voxel_kernel(_generic_kernel(tmp_path, np.ones((3, 4, 3)), comments=keys, name="even.dcm"))
+    assert ei.value.source.endswith("even.dcm")
+    with pytest.raises(InputError, match="slice spacing unknown"):
+        read_voxel_kernel(_generic_kernel(tmp_path, full, slices=None, comments=keys, name="nz.dcm"))
+    with pytest.raises(InputError, match="Pixel Spacing"):
+        read_voxel_kernel(_generic_kernel(tmp_path, full, spacing=None, comments=keys, name="nps.dcm"))
+    off = np.ones((3, 3, 3))
+    off[0, 0, 0] = 5.0  # an octant stored as if full: its maximum is in a corner
+    with pytest.raises(InputError, match="not at the centre"):
+        read_voxel_kernel(_generic_kernel(tmp_path, off, comments=keys, name="corner.dcm"))
+    with pytest.raises(InputError, match="kernel unit unknown"):
+        read_voxel_kernel(_generic_kernel(tmp_path, full, comments="nuclide: Lu-177; medium: water", name="nu.dcm"))
+    # the unit as an argument (the case's voxel.kernel.unit) for a file that lacks it
+    k = read_voxel_kernel(tmp_path / "nu.dcm", unit="Gy/(Bq s)")
+    assert k.centre_gy_per_bq_s == pytest.approx(2.0)
+    with pytest.raises(InputError, match="unit disagrees"):
+        read_voxel_kernel(_generic_kernel(tmp_path, full, comments=keys, name="u.dcm"), unit="Gy/(Bq s)")
+    cut = tmp_path / "cut.dcm"
+    cut.write_bytes((tmp_path / "u.dcm").read_bytes()[:-20])
+    with pytest.raises(InputError, match="pixel data") as ei:
+        read_voxel_kernel(cut)
+    assert ei.value.source == str(cut)
+    tia = tmp_path / "tia.dcm"  # a TIA RT Dose is not a kernel
+    from mrtdose.imaging.rtdose import write_tia_rtdose
+
+    tia.write_bytes(write_tia_rtdose(Volume(array=full, spacing_mm=(2.0, 2.0, 2.0), unit="MBq h/mL"), None,
+                                     patient_id="P", allow_missing_reference=True))
+    with pytest.raises(InputError, match="time integrated activity concentration, not a voxel kernel"):
+        read_voxel_kernel(tia)
+
+
+def test_unit_argument_agrees_across_formats(tmp_path):
+    """The case's kernel unit must agree with what a file says (Lanconelli: always mGy/(MBq s);
+    NIfTI: the sidecar; Interfile: the header); a NIfTI kernel may take it from the argument."""
+    a = np.ones((3, 3, 3))
+    p = _nifti_kernel(tmp_path, a, {"nuclide": "Lu-177", "medium": "water"})
+    assert read_voxel_kernel(p, unit="mGy/(MBq s)").centre_gy_per_bq_s == pytest.approx(1e-9)
+    (tmp_path / "k.json").write_text(json.dumps({"unit": "Gy/(Bq s)", "nuclide": "Lu-177", "medium": "water"}))
+    with pytest.raises(InputError, match="unit disagrees"):
+        read_voxel_kernel(p, unit="mGy/(MBq s)")
+    t = _table(tmp_path, "177Lu3mmsoft.txt", lambda i, j, k: 1.0)
+    with pytest.raises(InputError, match="contradicts"):
+        read_voxel_kernel(t, unit="Gy/(Bq s)")
+    assert read_voxel_kernel(t, unit="mGy/(MBq s)", nuclide="Lu-177").nuclide == "Lu-177"
+    with pytest.raises(InputError, match="nuclide disagrees"):
+        read_voxel_kernel(_write_interfile(tmp_path, np.ones((3, 3, 3), dtype=np.float32)), nuclide="Y-90")

@@ -16,7 +16,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from mrtdose.errors import InputError
-from mrtdose.imaging.rtdose import UINT32_MAX, read_rtdose, write_rtdose
+from mrtdose.imaging.rtdose import UINT32_MAX, read_rtdose, read_tia_rtdose, write_rtdose, write_tia_rtdose
 from mrtdose.imaging.volume import Volume
 
 RNG = np.random.default_rng(7)
@@ -308,3 +308,107 @@ def test_unequal_frame_spacing_refused():
     ds.save_as(buf, enforce_file_format=True)
     with pytest.raises(InputError, match="equally spaced"):
         read_rtdose(buf.getvalue())
+
+
+# ---------------------------------------------------------------- long comments (VR LO)
+
+
+def test_long_dose_comment_kept_whole_in_image_comments():
+    """Dose Comment is VR LO, at most 64 characters (PS3.5 6.2); a longer comment is cut there
+    and written whole to Image Comments (VR LT)."""
+    text = "cycle 2 absorbed dose from SPECT/CT at 4, 24, 96 and 168 h; kernel convolution, density-corrected"
+    ds = pydicom.dcmread(io.BytesIO(_write(_dose(), dose_comment=text)))
+    assert len(ds.DoseComment) <= 64 and ds.DoseComment.endswith("...")
+    assert text in ds.ImageComments and "No RT Plan referenced" in ds.ImageComments
+
+
+# ---------------------------------------------------------------- time-integrated activity maps
+
+
+def _tia(direction=np.eye(3), shape=(5, 6, 7)):
+    return Volume(array=RNG.random(shape) * 3.7, spacing_mm=(2.1, 3.3, 4.7), origin_mm=(-123.456789, 45.6, -789.0123),
+                  direction=direction, unit="MBq h/mL", modality="OT")
+
+
+def _write_tia(tia, reference=None, **kw):
+    args = dict(patient_id="P1", allow_missing_reference=True)
+    args.update(kw)
+    return write_tia_rtdose(tia, reference, **args)
+
+
+@pytest.mark.parametrize("name", list(GEOMETRIES))
+def test_tia_round_trip_geometry_values_and_unit(name):
+    """Geometry identical to the grid (to 1e-9 mm: the Decimal Strings keep the digits); values
+    within the stated quantisation, |error| <= DoseGridScaling / 2 = max / (2 (2^32 - 1))."""
+    tia = _tia(direction=GEOMETRIES[name])
+    back = read_tia_rtdose(_write_tia(tia, tia))
+    assert back.unit == "MBq h/mL" and back.shape == tia.shape
+    assert back.same_grid(tia, atol_mm=1e-6)
+    np.testing.assert_allclose(back.origin_mm, tia.origin_mm, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(back.spacing_mm, tia.spacing_mm, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(back.direction, tia.direction, rtol=0, atol=1e-12)
+    assert np.abs(back.array - tia.array).max() <= tia.array.max() / (2 * UINT32_MAX) * (1 + 1e-6)
+
+
+def test_tia_file_says_what_it_is_with_pydicom():
+    tia = _tia()
+    ds = pydicom.dcmread(io.BytesIO(_write_tia(tia)))
+    assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.481.2" and ds.Modality == "RTDOSE"
+    # PS3.3 C.8.8.3 Table C.8-39: RELATIVE = relative to an implicit reference value, here stated
+    assert ds.DoseUnits == "RELATIVE" and ds.DoseType == "PHYSICAL"
+    assert "MBq h/mL" in ds.SeriesDescription and "time-integrated activity" in ds.SeriesDescription
+    assert len(ds.DoseComment) <= 64 and "MBq h/mL" in ds.DoseComment and "NOT absorbed dose" in ds.DoseComment
+    assert "1 MBq h/mL" in ds.ImageComments and "No RT Plan referenced" in ds.ImageComments
+    rw = ds.RealWorldValueMappingSequence[0]
+    assert rw.MeasurementUnitsCodeSequence[0].CodeValue == "MBq.h/mL"
+    assert rw.MeasurementUnitsCodeSequence[0].CodingSchemeDesignator == "UCUM"
+    assert rw.RealWorldValueSlope == float(ds.DoseGridScaling) and rw.RealWorldValueIntercept == 0.0
+    block = ds.private_block(0x0077, "MRTDOSE 1")
+    assert block[0x10].value == "TIME_INTEGRATED_ACTIVITY_CONCENTRATION" and block[0x11].value == "MBq h/mL"
+    # an independent reading of one voxel: stored value x Dose Grid Scaling (C.8.8.3)
+    assert ds.pixel_array[3, 4, 5] * float(ds.DoseGridScaling) == pytest.approx(tia.array[3, 4, 5], abs=1e-8)
+
+
+def test_tia_and_dose_are_never_confused():
+    tia_raw = _write_tia(_tia())
+    with pytest.raises(InputError, match="time-integrated activity map.*not absorbed dose in Gy"):
+        read_rtdose(tia_raw)
+    with pytest.raises(InputError, match="absorbed dose \\(Dose Units GY\\)"):
+        read_tia_rtdose(_write(_dose()))
+    # a relative dose without the statement: its implicit reference value is unknown
+    ds = pydicom.dcmread(io.BytesIO(_write(_dose())))
+    ds.DoseUnits = "RELATIVE"
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    with pytest.raises(InputError, match="unit is unknown"):
+        read_tia_rtdose(buf.getvalue())
+    # the statement with Dose Units changed to GY is contradictory
+    ds = pydicom.dcmread(io.BytesIO(tia_raw))
+    ds.DoseUnits = "GY"
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    with pytest.raises(InputError, match="contradicts"):
+        read_tia_rtdose(buf.getvalue())
+    with pytest.raises(InputError, match="not absorbed dose"):
+        read_rtdose(buf.getvalue())
+
+
+def test_tia_writer_refuses_other_units_and_negative_values():
+    t = _tia()
+    with pytest.raises(InputError, match="MBq h/mL"):
+        _write_tia(t.with_array(t.array, unit="Gy"))
+    with pytest.raises(InputError, match="MBq h/mL"):
+        _write_tia(t.with_array(t.array, unit="MBq h"))  # per voxel, not a concentration
+    a = np.array(t.array)
+    a[0, 0, 0] = -1.0
+    with pytest.raises(InputError, match="negative"):
+        _write_tia(t.with_array(a, unit="MBq h/mL"))
+    assert read_tia_rtdose(_write_tia(t.with_array(t.array, unit="MBq·h/mL"))).unit == "MBq h/mL"
+
+
+def test_tia_truncated_names_file(tmp_path):
+    p = tmp_path / "tia_map_rtdose.dcm"
+    p.write_bytes(_write_tia(_tia())[:-100])
+    with pytest.raises(InputError, match="pixel data") as ei:
+        read_tia_rtdose(p)
+    assert ei.value.source == str(p)

@@ -44,7 +44,33 @@ version 3.3. Nucl Med Commun 1992;13:673-699, as also written by STIR): a text h
 Interfile has no key for the kernel's unit: it is taken from a ``unit`` key in the header (an
 mrtdose extension) or the ``unit=`` argument, never assumed. Data are x fastest, then y, then z.
 
-DICOM kernels are not supported (no standard IOD for them).
+**DICOM kernels** (any file name; recognised by the ``DICM`` prefix of PS3.10 7.1, or a
+``.dcm``/``.dicom`` name). DICOM has no kernel object, so a kernel is carried by an object that
+viewers and toolkits already read as a 3D grid:
+
+* an **RT Dose** (PS3.3 A.18; what :func:`write_kernel_dicom` writes): values = stored pixel x
+  Dose Grid Scaling (3004,000E); Dose Units (3004,0002) RELATIVE (a kernel is Gy *per decay*, not
+  Gy) or GY (then the stated unit must be in Gy per something, e.g. ``Gy/(Bq s)``);
+* or any other single- or multi-frame image (e.g. Secondary Capture, Parametric Map): values =
+  stored pixel x Rescale Slope + Rescale Intercept (Modality LUT, C.11.1; or the shared Pixel
+  Value Transformation functional group), float pixel data as they are.
+
+Voxel size: Pixel Spacing (0028,0030) = (row spacing = dy, column spacing = dx) (C.7.6.2.1.1),
+top level or in the shared Pixel Measures functional group; the slice spacing dz from the Grid
+Frame Offset Vector (3004,000C; equally spaced) of an RT Dose, or Spacing Between Slices
+(0018,0088), or for a single frame Slice Thickness (0018,0050). Array: frames, rows, columns =
+``[k, j, i]`` = ``[z, y, x]``. Orientation and position are not used (the kernel lives in index
+space, as for NIfTI); :func:`write_kernel_dicom` puts the source voxel at (0, 0, 0) mm.
+
+The unit, nuclide, medium and layout are not DICOM attributes; each is taken from (and, when
+several give it, must agree between) the mrtdose private block (group 0077, Private Creator
+``MRTDOSE 1``, :mod:`mrtdose.imaging.rtdose`), ``key: value`` items separated by ``;`` or new
+lines in Dose Comment (3004,0006) or Image Comments (0020,4000), e.g. ``unit: mGy/(MBq s);
+nuclide: Lu-177; medium: soft_tissue; layout: octant``, and the reader's arguments (the case's
+``voxel.kernel.unit``). The unit is required (never assumed); layout ``full`` (default: odd
+sizes, source voxel at the centre, which must hold the largest value) or ``octant`` (offsets
+``0..n-1`` from the source voxel at index 0, expanded with :func:`expand_octant`). A file whose
+private block names another quantity (an mrtdose TIA map) is refused.
 """
 
 from __future__ import annotations
@@ -54,9 +80,26 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+from pydicom.uid import RTDoseStorage
 
 from mrtdose.errors import InputError
+from mrtdose.imaging.dicom_common import READ_ERRORS, read_dataset
 from mrtdose.imaging.nifti import load_nifti_arrays, read_sidecar
+from mrtdose.imaging.rtdose import (
+    P_LAYOUT,
+    P_MEDIUM,
+    P_NUCLIDE,
+    P_QUANTITY,
+    P_SOURCE,
+    P_UNIT,
+    QUANTITY_KERNEL,
+    add_real_world_value_mapping,
+    build_rtdose_dataset,
+    dataset_bytes,
+    private_value,
+    set_private,
+)
+from mrtdose.imaging.volume import Volume
 from mrtdose.physics.nuclides import normalise_name
 from mrtdose.physics.voxel_kernel_type import VoxelKernel
 
@@ -128,11 +171,13 @@ def read_lanconelli_kernel(
     voxel_size_mm: float | None = None,
     nuclide: str | None = None,
     medium: str | None = None,
+    unit: str | None = None,
 ) -> VoxelKernel:
     """Read one Lanconelli et al. 2012 voxel S-value table (module docstring) as a full kernel.
 
     ``voxel_size_mm``, ``nuclide`` and ``medium`` are needed only for files whose name and title
-    lack them; when given they must agree with the file.
+    lack them; when given they must agree with the file. ``unit``, when given, must be the
+    database's mGy/(MBq s).
 
     Raises
     ------
@@ -142,6 +187,8 @@ def read_lanconelli_kernel(
     """
     p = Path(path)
     src = str(p)
+    if unit is not None and _unit_factor(unit, src) != GY_PER_BQ_S_PER_MGY_PER_MBQ_S:
+        raise InputError(f"unit {unit!r} contradicts the Lanconelli tables' mGy/(MBq s)", source=src, field="unit")
     try:
         text = p.read_bytes().decode("latin-1")  # the header's micro/middle-dot byte is not UTF-8
     except OSError as exc:
@@ -248,8 +295,11 @@ def read_nifti_kernel(
     *,
     nuclide: str | None = None,
     medium: str | None = None,
+    unit: str | None = None,
 ) -> VoxelKernel:
-    """Read a NIfTI voxel kernel with its sidecar JSON (module docstring).
+    """Read a NIfTI voxel kernel with its sidecar JSON (module docstring). ``unit``,
+    ``nuclide`` and ``medium`` may be given as arguments instead; where the sidecar has them
+    too, they must agree.
 
     Raises
     ------
@@ -263,14 +313,25 @@ def read_nifti_kernel(
     if array.dtype.kind not in "iuf":
         raise InputError(f"kernel values must be numeric, got dtype {array.dtype}", source=src)
     doc, side_src = read_sidecar(p, sidecar)
-    unit = doc.get("unit")
-    if not isinstance(unit, str) or not unit.strip():
+    side_unit = doc.get("unit")
+    if side_unit is not None and (not isinstance(side_unit, str) or not side_unit.strip()):
+        raise InputError(f"unit must be a non-empty string, got {side_unit!r}", source=side_src or src, field="unit")
+    if not side_unit and not unit:
         raise InputError(
             'kernel unit unknown: NIfTI does not record it; give a sidecar JSON with {"unit": "Gy/(Bq s)", ...}',
             source=side_src or src,
             field="unit",
         )
-    factor = _unit_factor(unit, side_src)
+    factor = _agree(
+        "unit",
+        {
+            "sidecar": _unit_factor(side_unit, side_src) if side_unit else None,
+            "argument": _unit_factor(unit, src) if unit else None,
+        },
+        src,
+        close=True,
+    )
+    unit = side_unit or unit
     nuc = _agree(
         "nuclide",
         {
@@ -363,13 +424,25 @@ def read_interfile_kernel(
             source=src, field="matrix size",
         )
     array = np.frombuffer(raw, dtype=dtype, count=n, offset=offset).reshape(shape_xyz[::-1]).astype(np.float64)
-    unit_text = unit or keys.get("unit")
+    unit_text = keys.get("unit") or unit
     if not unit_text:
         raise InputError("kernel unit unknown: Interfile does not record it; add 'unit := Gy/(Bq s)' or pass unit=",
                          source=src, field="unit")
-    factor = _unit_factor(unit_text, src)
-    nuc = nuclide or keys.get("nuclide") or keys.get("isotope name")
-    med = medium or keys.get("medium")
+    factor = _agree(
+        "unit",
+        {"header": _unit_factor(keys["unit"], src) if keys.get("unit") else None,
+         "argument": _unit_factor(unit, src) if unit else None},
+        src,
+        close=True,
+    )
+    header_nuc = keys.get("nuclide") or keys.get("isotope name")
+    nuc = _agree(
+        "nuclide",
+        {"header": normalise_name(header_nuc) if header_nuc else None,
+         "argument": normalise_name(nuclide) if nuclide else None},
+        src,
+    )
+    med = _agree("medium", {"header": keys.get("medium") or None, "argument": medium}, src)
     if not nuc or not med:
         missing = " and ".join(k for k, v in (("nuclide", nuc), ("medium", med)) if not v)
         raise InputError(f"{missing} not given: add it to the header or pass it as an argument", source=src, field=missing)
@@ -386,18 +459,310 @@ def read_interfile_kernel(
         raise InputError(exc.detail, source=src, field=exc.field) from None
 
 
-def read_voxel_kernel(path: str | Path, **kwargs: Any) -> VoxelKernel:
-    """Read a kernel file, choosing the reader by extension: ``.txt`` -> Lanconelli table,
-    ``.nii``/``.nii.gz`` -> NIfTI, ``.hv``/``.h33`` -> Interfile; keyword arguments go to that
-    reader."""
-    name = Path(path).name.lower()
-    if name.endswith(".txt"):
-        return read_lanconelli_kernel(path, **kwargs)
-    if name.endswith((".nii", ".nii.gz")):
-        return read_nifti_kernel(path, **kwargs)
-    if name.endswith((".hv", ".h33")):
-        return read_interfile_kernel(path, **kwargs)
-    raise InputError(
-        "unknown kernel format: expected a Lanconelli .txt table, a NIfTI .nii/.nii.gz or an Interfile .hv/.h33 header",
-        source=str(path),
+# --- DICOM kernels -------------------------------------------------------------------------
+
+#: Unit :func:`write_kernel_dicom` writes by default (the unit of the Lanconelli database), and
+#: UCUM codes (PS3.16 Section 8.1) of the units it can write.
+DICOM_KERNEL_UNIT = "mGy/(MBq s)"
+_UCUM = {"gy/(bqs)": "Gy/(Bq.s)", "mgy/(mbqs)": "mGy/(MBq.s)", "gy/(mbqs)": "Gy/(MBq.s)", "mgy/(mbqh)": "mGy/(MBq.h)"}
+#: ``key: value`` items in comments: a value ends at ";", a new line, ". " or the end of the text.
+_COMMENT_ITEM_RE = re.compile(r"\b(unit|nuclide|medium|layout)\s*[:=]\s*(.+?)\s*(?=;|\n|\.\s|\.?$)", re.IGNORECASE)
+_LAYOUTS = ("full", "octant")
+
+
+def _unit_key(unit: str) -> str:
+    return re.sub(r"[\s*.\u00b7\u22c5]", "", unit).lower()
+
+
+def _comment_items(ds: Any) -> dict[str, dict[str, str]]:
+    """``key: value`` items of Dose Comment and Image Comments: {key: {attribute: value}}."""
+    out: dict[str, dict[str, str]] = {}
+    for kw, label in (("DoseComment", "Dose Comment"), ("ImageComments", "Image Comments")):
+        try:
+            text = str(ds.get(kw, "") or "")
+        except READ_ERRORS:
+            continue
+        for m in _COMMENT_ITEM_RE.finditer(text):
+            out.setdefault(m.group(1).lower(), {}).setdefault(label, m.group(2).strip())
+    return out
+
+
+def _dicom_float(value: Any, src: str, field: str) -> float | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{value!r} is not a number", source=src, field=field) from None
+    if not np.isfinite(v):
+        raise InputError(f"{value!r} is not finite", source=src, field=field)
+    return v
+
+
+def _functional(ds: Any, seq: str, kw: str) -> Any:
+    """``kw`` at the top level, or in the shared functional group ``seq`` (PS3.3 C.7.6.16)."""
+    v = ds.get(kw)
+    if v is not None:
+        return v
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    if shared:
+        inner = shared[0].get(seq)
+        if inner:
+            return inner[0].get(kw)
+    return None
+
+
+def _dicom_voxel_size(ds: Any, nf: int, is_rtdose: bool, src: str) -> tuple[float, float, float]:
+    ps = _functional(ds, "PixelMeasuresSequence", "PixelSpacing")
+    try:
+        ps_a = [float(x) for x in ps] if ps is not None else []
+    except (TypeError, ValueError):
+        raise InputError(f"Pixel Spacing {ps!r} is not two numbers", source=src, field="PixelSpacing") from None
+    if len(ps_a) != 2 or not all(np.isfinite(ps_a)) or min(ps_a) <= 0:
+        raise InputError(
+            "Pixel Spacing (0028,0030) missing or not two positive numbers: the kernel's voxel size is unknown",
+            source=src, field="PixelSpacing",
+        )
+    dy, dx = ps_a
+    candidates: dict[str, float | None] = {}
+    if is_rtdose and nf > 1 and ds.get("GridFrameOffsetVector") is not None:
+        try:
+            g = np.array([float(x) for x in ds.GridFrameOffsetVector], dtype=np.float64)
+        except (TypeError, ValueError):
+            raise InputError("malformed Grid Frame Offset Vector", source=src, field="GridFrameOffsetVector") from None
+        if g.shape != (nf,) or not np.all(np.isfinite(g)):
+            raise InputError(f"Grid Frame Offset Vector has {g.size} values for {nf} frames", source=src,
+                             field="GridFrameOffsetVector")
+        step = (g[-1] - g[0]) / (nf - 1)
+        if step == 0 or np.max(np.abs(g - g[0] - step * np.arange(nf))) > 1e-3:
+            raise InputError("frames are not equally spaced", source=src, field="GridFrameOffsetVector")
+        candidates["Grid Frame Offset Vector"] = abs(float(step))
+    sbs = _dicom_float(_functional(ds, "PixelMeasuresSequence", "SpacingBetweenSlices"), src, "SpacingBetweenSlices")
+    candidates["Spacing Between Slices"] = abs(sbs) if sbs else None
+    if nf == 1:
+        st = _dicom_float(_functional(ds, "PixelMeasuresSequence", "SliceThickness"), src, "SliceThickness")
+        if not candidates["Spacing Between Slices"]:
+            candidates["Slice Thickness"] = st if st and st > 0 else None
+    dz = _agree("slice spacing", candidates, src, close=True)
+    if not dz or dz <= 0:
+        raise InputError(
+            "slice spacing unknown: give Spacing Between Slices (0018,0088) (or, for an RT Dose, the Grid Frame "
+            "Offset Vector; for one frame, Slice Thickness)",
+            source=src, field="SpacingBetweenSlices",
+        )
+    return (float(dx), float(dy), float(dz))
+
+
+def read_dicom_kernel(
+    path: str | Path,
+    *,
+    unit: str | None = None,
+    nuclide: str | None = None,
+    medium: str | None = None,
+    layout: str | None = None,
+) -> VoxelKernel:
+    """Read a voxel kernel from one DICOM file (module docstring, "DICOM kernels").
+
+    ``unit``, ``nuclide``, ``medium`` and ``layout`` (``"full"`` or ``"octant"``) are needed only
+    where the file does not state them; where it does, they must agree.
+
+    Raises
+    ------
+    InputError
+        Naming the file: unreadable or truncated DICOM, no pixel data, a TIA map or other
+        non-kernel quantity, missing or unknown unit (or Dose Units GY with a unit not in Gy),
+        missing Pixel Spacing or slice spacing, even size of a full kernel or its maximum off the
+        centre, negative values, missing or contradictory nuclide or medium.
+    """
+    p = Path(path)
+    src = str(p)
+    ds, _ = read_dataset(p, "kernel")
+    quantity = private_value(ds, P_QUANTITY)
+    if quantity is not None and quantity != QUANTITY_KERNEL:
+        raise InputError(f"this DICOM file holds {quantity.lower().replace('_', ' ')}, not a voxel kernel", source=src,
+                         field="quantity")
+    sop = str(ds.get("SOPClassUID", "") or "")
+    is_rtdose = sop == RTDoseStorage
+    items = _comment_items(ds)
+
+    # unit
+    unit_sources: dict[str, Any] = {"private block": private_value(ds, P_UNIT), **items.get("unit", {}), "argument": unit}
+    unit_sources = {k: v for k, v in unit_sources.items() if v}
+    if not unit_sources:
+        raise InputError(
+            "kernel unit unknown: state it in Dose Comment or Image Comments ('unit: mGy/(MBq s)') or give it "
+            "(voxel.kernel.unit); it is never assumed",
+            source=src, field="unit",
+        )
+    factor = _agree("unit", {k: _unit_factor(v, src) for k, v in unit_sources.items()}, src, close=True)
+    unit_text = next(iter(unit_sources.values()))
+    dose_units = str(ds.get("DoseUnits", "") or "").strip().upper()
+    if is_rtdose:
+        if dose_units not in ("GY", "RELATIVE"):
+            raise InputError(f"Dose Units {dose_units or 'missing'!r}: expected RELATIVE (or GY)", source=src,
+                             field="DoseUnits")
+        if dose_units == "GY" and not _unit_key(unit_text).startswith("gy/"):
+            raise InputError(
+                f"Dose Units GY says the values are in Gy, but the kernel unit is {unit_text!r}: use RELATIVE, or a "
+                "unit in Gy per decay (Gy/(Bq s), Gy/(MBq s))",
+                source=src, field="DoseUnits",
+            )
+
+    # pixel values
+    try:
+        pix = np.asarray(ds.pixel_array)
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        nf = int(ds.get("NumberOfFrames", 1) or 1)
+        spp = int(ds.get("SamplesPerPixel", 1) or 1)
+    except READ_ERRORS as exc:
+        raise InputError(f"pixel data are missing, truncated or corrupt ({type(exc).__name__}: {exc})", source=src,
+                         field="PixelData") from None
+    if spp != 1 or pix.size != nf * rows * cols:
+        raise InputError(f"pixel data hold {pix.size} values in {spp} sample(s), expected {nf} x {rows} x {cols} grey values",
+                         source=src, field="PixelData")
+    values = pix.reshape(nf, rows, cols).astype(np.float64)
+    if is_rtdose:
+        scaling = _dicom_float(ds.get("DoseGridScaling"), src, "DoseGridScaling")
+        if scaling is None:
+            raise InputError("RT Dose without Dose Grid Scaling (3004,000E)", source=src, field="DoseGridScaling")
+        values *= scaling
+    else:
+        slope = _dicom_float(_functional(ds, "PixelValueTransformationSequence", "RescaleSlope"), src, "RescaleSlope")
+        intercept = _dicom_float(_functional(ds, "PixelValueTransformationSequence", "RescaleIntercept"), src,
+                                 "RescaleIntercept")
+        values = values * (1.0 if slope is None else slope) + (0.0 if intercept is None else intercept)
+    size = _dicom_voxel_size(ds, nf, is_rtdose, src)
+
+    # layout, nuclide, medium
+    lay = _agree("layout", {"private block": (private_value(ds, P_LAYOUT) or "").lower() or None,
+                            **{k: v.lower() for k, v in items.get("layout", {}).items()},
+                            "argument": layout.lower() if layout else None}, src) or "full"
+    if lay not in _LAYOUTS:
+        raise InputError(f"layout {lay!r} must be 'full' or 'octant'", source=src, field="layout")
+    nuc = _agree("nuclide", {k: normalise_name(v) for k, v in
+                             {"private block": private_value(ds, P_NUCLIDE), **items.get("nuclide", {}),
+                              "argument": nuclide}.items() if v}, src)
+    med = _agree("medium", {k: v for k, v in {"private block": private_value(ds, P_MEDIUM), **items.get("medium", {}),
+                                                "argument": medium}.items() if v}, src)
+    if nuc is None or med is None:
+        missing = " and ".join(n for n, v in (("nuclide", nuc), ("medium", med)) if v is None)
+        raise InputError(f"{missing} not given: state it in the file ('nuclide: Lu-177; medium: soft_tissue' in Dose or "
+                         "Image Comments) or pass it", source=src, field=missing)
+    if lay == "octant":
+        values = expand_octant(values)
+    else:
+        if any(n % 2 == 0 for n in values.shape):
+            raise InputError(
+                f"kernel shape {values.shape} (frames, rows, columns) must be odd along every axis with the source "
+                "voxel at the centre; an octant (source voxel first) needs 'layout: octant'",
+                source=src, field="layout",
+            )
+        centre = values[tuple(n // 2 for n in values.shape)]
+        if values.size and centre < values.max() * (1 - 1e-9):
+            raise InputError(
+                "the largest value is not at the centre voxel: not a centred kernel (an octant needs 'layout: octant')",
+                source=src, field="layout",
+            )
+    try:
+        return VoxelKernel(
+            array_gy_per_bq_s=values * factor,
+            voxel_size_mm=size,
+            nuclide=nuc,
+            medium=str(med),
+            source=src,
+            description=f"voxel kernel read from DICOM {p.name} ({'RT Dose' if is_rtdose else 'image'}, {unit_text}, "
+            f"{lay})" + (f"; written from: {origin}" if (origin := private_value(ds, P_SOURCE)) else ""),
+        )
+    except InputError as exc:
+        raise InputError(exc.detail, source=src, field=exc.field) from None
+
+
+def write_kernel_dicom(kernel: VoxelKernel, *, unit: str = DICOM_KERNEL_UNIT, content_time: Any = None) -> bytes:
+    """The kernel as a DICOM RT Dose file (PS3.10 bytes) that :func:`read_dicom_kernel` reads
+    back: Dose Units RELATIVE, stored value x Dose Grid Scaling = S in ``unit`` (default
+    mGy/(MBq s)), the full kernel with the source voxel at the centre and at (0, 0, 0) mm, the
+    unit, nuclide, medium and layout in Dose Comment / Image Comments and the private block, the
+    unit also as UCUM in a Real World Value Mapping item (see :mod:`mrtdose.imaging.rtdose`).
+    No patient (empty Patient ID, Type 2) and a new Frame of Reference.
+
+    Stored precision: 32-bit unsigned values with the maximum near 2^32 - 1, so every value is
+    within DoseGridScaling / 2 = max / (2 (2^32 - 1)) (1.2e-10 of the maximum) of the original.
+    """
+    factor = _unit_factor(unit, None)
+    nz, ny, nx = kernel.shape
+    dx, dy, dz = kernel.voxel_size_mm
+    vol = Volume(
+        array=kernel.array_gy_per_bq_s / factor,
+        spacing_mm=kernel.voxel_size_mm,
+        origin_mm=(-(nx // 2) * dx, -(ny // 2) * dy, -(nz // 2) * dz),
+        unit=unit,
+        modality="RTDOSE",
     )
+    keys = f"unit: {unit}; nuclide: {kernel.nuclide}; medium: {kernel.medium}; layout: full"
+    long_text = (
+        f"Voxel S-value kernel (MIRD Pamphlet 17): mean absorbed dose in a target voxel per decay in the source voxel; "
+        f"stored value x Dose Grid Scaling (3004,000E) = S in {unit}. Source voxel at the centre frame, row and column, "
+        f"at (0, 0, 0) mm. Not a patient dose.\n{keys}\nSource: {kernel.source}\n"
+    )
+    ds, scaling = build_rtdose_dataset(
+        vol, None, patient_id="", require_patient_id=False,
+        series_description=f"mrtdose voxel kernel {kernel.nuclide} {kernel.medium} {dx:g}x{dy:g}x{dz:g} mm",
+        dose_units="RELATIVE", value_name="kernel", value_unit=unit, dose_summation_type="PLAN",
+        allow_missing_reference=True, dose_comment=f"voxel S-values; unit: {unit}", image_comments=long_text,
+        content_time=content_time,
+    )
+    set_private(ds, {
+        P_QUANTITY: ("LO", QUANTITY_KERNEL), P_UNIT: ("LO", unit), P_NUCLIDE: ("LO", kernel.nuclide),
+        P_MEDIUM: ("LO", kernel.medium[:64]), P_LAYOUT: ("CS", "FULL"), P_SOURCE: ("LT", kernel.source[:10240]),
+    })
+    ucum = _UCUM.get(_unit_key(unit))
+    if ucum:
+        add_real_world_value_mapping(ds, scaling, ucum=ucum, meaning=unit, label="S", explanation="voxel S-value")
+    return dataset_bytes(ds)
+
+
+# --- dispatch ------------------------------------------------------------------------------
+
+#: Kernel file formats, as :func:`kernel_format` names them.
+KERNEL_FORMATS = ("lanconelli", "nifti", "interfile", "dicom")
+
+
+def kernel_format(path: str | Path) -> str:
+    """The format of a kernel file: ``"dicom"`` when it has the PS3.10 preamble and ``DICM``
+    prefix (whatever its name) or a ``.dcm``/``.dicom`` name; else by extension: ``.txt`` ->
+    ``"lanconelli"``, ``.nii``/``.nii.gz`` -> ``"nifti"``, ``.hv``/``.h33`` -> ``"interfile"``."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError("file not found", source=str(p))
+    try:
+        with p.open("rb") as f:
+            head = f.read(132)
+    except OSError as exc:
+        raise InputError(f"cannot read kernel file: {exc.strerror or exc}", source=str(p)) from None
+    if len(head) == 132 and head[128:132] == b"DICM":  # PS3.10 7.1
+        return "dicom"
+    name = p.name.lower()
+    if name.endswith((".dcm", ".dicom")):
+        return "dicom"
+    if name.endswith(".txt"):
+        return "lanconelli"
+    if name.endswith((".nii", ".nii.gz")):
+        return "nifti"
+    if name.endswith((".hv", ".h33")):
+        return "interfile"
+    raise InputError(
+        "unknown kernel format: expected a Lanconelli .txt table, a NIfTI .nii/.nii.gz, an Interfile .hv/.h33 header "
+        "or a DICOM file",
+        source=str(p),
+    )
+
+
+def read_voxel_kernel(path: str | Path, **kwargs: Any) -> VoxelKernel:
+    """Read a kernel file of any supported format (:func:`kernel_format`: DICOM by content,
+    the others by extension); keyword arguments (``unit``, ``nuclide``, ``medium`` for all;
+    ``voxel_size_mm`` for Lanconelli tables, ``sidecar`` for NIfTI, ``layout`` for DICOM) go to
+    that reader, where each must agree with what the file says."""
+    fmt = kernel_format(path)
+    reader = {"lanconelli": read_lanconelli_kernel, "nifti": read_nifti_kernel,
+              "interfile": read_interfile_kernel, "dicom": read_dicom_kernel}[fmt]
+    return reader(path, **kwargs)
