@@ -7,6 +7,7 @@ methods 2 and 3, xyzt_units) and DICOM PS3.3 C.7.6.2.1.1 (patient space LPS+).
 from __future__ import annotations
 
 import json
+import math
 from datetime import datetime, timedelta, timezone
 
 import nibabel as nib
@@ -249,3 +250,97 @@ def test_explicit_sidecar_mapping_and_missing_path(tmp_path):
     assert (v.unit, v.modality) == ("g/mL", "CT")
     with pytest.raises(InputError, match="sidecar JSON file not found"):
         read_nifti(p, tmp_path / "nope.json")
+
+
+# ---------------------------------------------------------------- sidecar metadata, MetaImage
+
+
+def test_sidecar_metadata_keys(tmp_path):
+    from mrtdose.imaging.nifti import sidecar_metadata
+
+    p = _good_file(tmp_path)
+    assert sidecar_metadata(p).source is None and sidecar_metadata(p).acquisition_duration_s is None
+    side = tmp_path / "ok.json"
+    side.write_text(json.dumps({"unit": "counts", "acquisition_duration_s": 1800, "patient_id": "P1",
+                                "frame_of_reference_uid": "1.2.3"}))
+    m = sidecar_metadata(p)
+    assert (m.source, m.acquisition_duration_s, m.patient_id, m.frame_of_reference_uid) == (str(side), 1800.0, "P1", "1.2.3")
+    for bad in (0, -5, "1800", True):
+        side.write_text(json.dumps({"unit": "counts", "acquisition_duration_s": bad}))
+        with pytest.raises(InputError, match="positive number") as ei:
+            sidecar_metadata(p)
+        assert ei.value.source == str(side) and ei.value.field == "acquisition_duration_s"
+
+
+def _mhd(tmp_path, header: str, data: bytes | None, name="x"):
+    if data is not None:
+        (tmp_path / f"{name}.raw").write_bytes(data)
+    p = tmp_path / f"{name}.mhd"
+    p.write_text(header + f"ElementDataFile = {name}.raw\n")
+    return p
+
+
+def test_metaimage_geometry_exact_by_hand(tmp_path):
+    """A hand-written MetaImage header: rows of TransformMatrix are the index axes' unit vectors
+    (ITK MetaImageIO), in LPS; origin = Offset (centre of the first voxel). Values are not float32-
+    representable, so an exact match shows double precision. Truth: p = Offset + sum_a idx_a s_a
+    row_a, computed here by hand for one voxel."""
+    from mrtdose.imaging.metaimage import read_metaimage
+
+    c, s = math.cos(0.3), math.sin(0.3)
+    rows = [[c, s, 0.0], [-s, c, 0.0], [0.0, 0.0, -1.0]]  # rotation about z, slices towards the feet
+    data = np.arange(2 * 3 * 4, dtype="<f8").reshape(2, 3, 4)  # [k, j, i], i fastest on disk
+    hdr = ("ObjectType = Image\nNDims = 3\nBinaryData = True\nBinaryDataByteOrderMSB = False\n"
+           f"TransformMatrix = {' '.join(repr(x) for r in rows for x in r)}\n"
+           "Offset = -123.456789012345 7.1 250.3\nElementSpacing = 0.976562 1.3 3.27\nDimSize = 4 3 2\n"
+           "ElementType = MET_DOUBLE\n")
+    p = _mhd(tmp_path, hdr, data.tobytes())
+    (tmp_path / "x.json").write_text(json.dumps({"unit": "Bq/mL", "acquisition_time": "2026-01-06T10:30:00+01:00",
+                                                "modality": "NM"}))
+    v = read_metaimage(p)
+    assert v.origin_mm == (-123.456789012345, 7.1, 250.3)
+    assert v.spacing_mm == (0.976562, 1.3, 3.27)
+    np.testing.assert_array_equal(v.direction, np.array(rows).T)
+    np.testing.assert_array_equal(v.array, data)
+    assert (v.unit, v.modality, v.acquisition_time) == ("Bq/mL", "NM", T0)
+    i, j, k = 3, 2, 1
+    by_hand = np.array([-123.456789012345, 7.1, 250.3]) + i * 0.976562 * np.array(rows[0]) \
+        + j * 1.3 * np.array(rows[1]) + k * 3.27 * np.array(rows[2])
+    np.testing.assert_allclose(v.index_to_physical((i, j, k)), by_hand, rtol=0, atol=1e-12)
+    assert str(tmp_path / "x.json") in v.source_files
+    assert sidecar_path_for(p).name == "x.json" and sidecar_path_for(tmp_path / "y.mha").name == "y.json"
+
+
+def test_metaimage_errors_name_the_file(tmp_path):
+    from mrtdose.imaging.metaimage import read_metaimage
+
+    base = "ObjectType = Image\nNDims = 3\nDimSize = 2 2 2\nElementType = MET_SHORT\nElementSpacing = 1 1 1\n"
+    p = _mhd(tmp_path, base, np.zeros(8, "<i2").tobytes())
+    with pytest.raises(InputError, match="unit of the voxel values unknown") as ei:
+        read_metaimage(p)
+    assert ei.value.source == str(p)
+    assert read_metaimage(p, unit="counts").array.dtype == np.int16
+    p = _mhd(tmp_path, base, None, name="nodata")
+    with pytest.raises(InputError, match="not a readable MetaImage") as ei:
+        read_metaimage(p, unit="counts")
+    assert ei.value.source == str(p)
+    p = _mhd(tmp_path, base, np.zeros(3, "<i2").tobytes(), name="short")
+    with pytest.raises(InputError) as ei:
+        read_metaimage(p, unit="counts")
+    assert ei.value.source == str(p)
+    p = _mhd(tmp_path, base.replace("NDims = 3", "NDims = 2").replace("2 2 2", "2 2").replace("1 1 1", "1 1"),
+             np.zeros(4, "<i2").tobytes(), name="flat")
+    with pytest.raises(InputError, match="must be 3D") as ei:
+        read_metaimage(p, unit="counts")
+    p = _mhd(tmp_path, base.replace("ElementType = MET_SHORT", "ElementNumberOfChannels = 3\nElementType = MET_SHORT"),
+             np.zeros(24, "<i2").tobytes(), name="rgb")
+    with pytest.raises(InputError, match="one value per voxel"):
+        read_metaimage(p, unit="counts")
+    p = _mhd(tmp_path, base.replace("ElementType = MET_SHORT", "ElementType = MET_FLOAT"),
+             np.array([0, 1, np.nan, 0, 0, 0, 0, 0], "<f4").tobytes(), name="nan")
+    with pytest.raises(InputError, match="NaN"):
+        read_metaimage(p, unit="counts")
+    with pytest.raises(InputError, match="not a MetaImage file name"):
+        read_metaimage(_good_file(tmp_path), unit="Gy")
+    with pytest.raises(InputError, match="file not found"):
+        read_metaimage(tmp_path / "missing.mhd", unit="Gy")

@@ -38,6 +38,17 @@ the same name (``image.nii.gz`` -> ``image.json``) carries them::
 
 ``unit`` is required (in the sidecar or as an argument); ``acquisition_time`` is optional, and
 when present must be ISO 8601 *with* a UTC offset: a naive time is refused, never guessed.
+
+The same sidecar convention serves MetaImage files (``image.mhd``/``image.mha`` -> ``image.json``,
+:mod:`mrtdose.imaging.metaimage`). Further optional keys, read by :func:`sidecar_metadata` for
+images that stand in for a DICOM series (the imaging block of a case):
+
+``acquisition_duration_s``
+    Total acquisition time (s) of an image in counts, in the calibration's convention (the
+    ``T`` of :func:`mrtdose.imaging.calibration.counts_to_activity_concentration`).
+``patient_id``, ``study_instance_uid``, ``frame_of_reference_uid``
+    Identity, when known, so that a CT and a SPECT from different patients or sessions are
+    refused (as DICOM headers allow).
 """
 
 from __future__ import annotations
@@ -45,6 +56,7 @@ from __future__ import annotations
 import gzip
 import json
 import zlib
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Mapping
@@ -66,14 +78,19 @@ _MM_PER_UNIT = {"meter": 1000.0, "mm": 1.0, "micron": 1e-3, "unknown": 1.0}
 #: Exceptions nibabel (and the gzip/zlib layers under it) raise on unreadable or corrupt files.
 _READ_ERRORS = (ImageFileError, HeaderDataError, OSError, EOFError, ValueError, zlib.error, gzip.BadGzipFile)
 
-_SIDECAR_KEYS = ("unit", "acquisition_time", "modality", "description")
+_SIDECAR_KEYS = ("unit", "acquisition_time", "modality", "description", "acquisition_duration_s", "patient_id",
+                 "study_instance_uid", "frame_of_reference_uid")
+
+#: File-name suffixes that have a sidecar ``<stem>.json`` (NIfTI, Analyze pair, MetaImage).
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".hdr.gz", ".hdr", ".img.gz", ".img", ".mhd", ".mha")
 
 
 def sidecar_path_for(path: str | Path) -> Path:
-    """The sidecar JSON path of a NIfTI file: ``x.nii.gz``/``x.nii``/``x.hdr`` -> ``x.json``."""
+    """The sidecar JSON path of an image file: ``x.nii.gz``/``x.nii``/``x.hdr``/``x.mhd``/``x.mha``
+    -> ``x.json``."""
     p = Path(path)
     name = p.name
-    for suffix in (".nii.gz", ".nii", ".hdr.gz", ".hdr", ".img.gz", ".img"):
+    for suffix in IMAGE_SUFFIXES:
         if name.lower().endswith(suffix):
             return p.with_name(name[: -len(suffix)] + ".json")
     return p.with_name(name + ".json")
@@ -123,13 +140,52 @@ def parse_aware_time(value: Any, *, source: str | None, field: str) -> datetime:
     return t
 
 
-def _text(doc: Mapping[str, Any], key: str, source: str | None) -> str | None:
+def sidecar_text(doc: Mapping[str, Any], key: str, source: str | None) -> str | None:
+    """``doc[key]`` as a stripped non-empty string, or ``None`` when absent."""
     v = doc.get(key)
     if v is None:
         return None
     if not isinstance(v, str) or not v.strip():
         raise InputError(f"must be a non-empty string, got {v!r}", source=source, field=key)
     return v.strip()
+
+
+
+def sidecar_positive(doc: Mapping[str, Any], key: str, source: str | None) -> float | None:
+    """``doc[key]`` as a positive finite number, or ``None`` when absent."""
+    v = doc.get(key)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or v <= 0:
+        raise InputError(f"must be a positive number, got {v!r}", source=source, field=key)
+    return float(v)
+
+
+@dataclass(frozen=True)
+class SidecarMetadata:
+    """The optional acquisition and identity keys of a sidecar (module docstring); ``source`` is
+    the sidecar file (``None``: no sidecar)."""
+
+    source: str | None
+    acquisition_duration_s: float | None = None
+    patient_id: str | None = None
+    study_instance_uid: str | None = None
+    frame_of_reference_uid: str | None = None
+
+
+def sidecar_metadata(path: str | Path, sidecar: str | Path | Mapping[str, Any] | None = None) -> SidecarMetadata:
+    """The optional keys of the sidecar of ``path`` (see :func:`read_sidecar` for ``sidecar``).
+
+    Raises :class:`InputError` naming the sidecar and key for a value of the wrong type.
+    """
+    doc, src = read_sidecar(Path(path), sidecar)
+    return SidecarMetadata(
+        source=src,
+        acquisition_duration_s=sidecar_positive(doc, "acquisition_duration_s", src),
+        patient_id=sidecar_text(doc, "patient_id", src),
+        study_instance_uid=sidecar_text(doc, "study_instance_uid", src),
+        frame_of_reference_uid=sidecar_text(doc, "frame_of_reference_uid", src),
+    )
 
 
 def load_nifti_arrays(path: str | Path) -> tuple[np.ndarray, np.ndarray, Any]:
@@ -221,8 +277,41 @@ def read_nifti(
         orientation; non-finite voxel values; missing unit; bad sidecar.
     """
     p = Path(path)
-    src = str(p)
     array, lps, hdr = load_nifti_arrays(p)
+    raw = hdr["descrip"].item()
+    header_descrip = raw.decode("latin-1", "replace").strip("\x00 ") if isinstance(raw, bytes) else str(raw)
+    spacing = np.linalg.norm(lps[:3, :3], axis=0)
+    return volume_with_sidecar(
+        array,
+        spacing_mm=tuple(spacing),
+        origin_mm=tuple(lps[:3, 3]),
+        direction=lps[:3, :3] / spacing,
+        path=p,
+        sidecar=sidecar,
+        unit=unit,
+        modality=modality,
+        header_description=header_descrip,
+    )
+
+
+def volume_with_sidecar(
+    array: np.ndarray,
+    *,
+    spacing_mm: tuple[float, float, float],
+    origin_mm: tuple[float, float, float],
+    direction: np.ndarray,
+    path: Path,
+    sidecar: str | Path | Mapping[str, Any] | None,
+    unit: str | None,
+    modality: str | None,
+    header_description: str = "",
+) -> Volume:
+    """A :class:`Volume` from an array ``[k, j, i]`` and LPS geometry read from ``path``, with
+    unit, acquisition time, modality and description from the sidecar (module docstring) or the
+    arguments. Shared by the NIfTI and MetaImage readers; the rules are those of
+    :func:`read_nifti`."""
+    src = str(path)
+    p = Path(path)
     if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
         n_bad = int(np.count_nonzero(~np.isfinite(array)))
         raise InputError(
@@ -231,32 +320,31 @@ def read_nifti(
             source=src,
         )
     doc, side_src = read_sidecar(p, sidecar)
-    side_unit = _text(doc, "unit", side_src)
+    side_unit = sidecar_text(doc, "unit", side_src)
     if unit is not None and side_unit is not None and unit.strip() != side_unit:
         raise InputError(f"unit {unit!r} given, but the sidecar says {side_unit!r}", source=side_src, field="unit")
     the_unit = unit.strip() if unit is not None else side_unit
     if not the_unit:
         raise InputError(
-            f"unit of the voxel values unknown: NIfTI does not record it; add a sidecar {sidecar_path_for(p).name} "
+            f"unit of the voxel values unknown: the file does not record it; add a sidecar {sidecar_path_for(p).name} "
             'with {"unit": ...} or pass unit=',
             source=src,
             field="unit",
         )
     t = doc.get("acquisition_time")
     acq = None if t is None else parse_aware_time(t, source=side_src, field="acquisition_time")
-    side_mod = _text(doc, "modality", side_src)
+    side_mod = sidecar_text(doc, "modality", side_src)
     if modality is not None and side_mod is not None and modality.strip().upper() != side_mod.upper():
         raise InputError(f"modality {modality!r} given, but the sidecar says {side_mod!r}", source=side_src, field="modality")
-    descrip = _text(doc, "description", side_src)
+    descrip = sidecar_text(doc, "description", side_src)
     if descrip is None:
-        raw = hdr["descrip"].item()
-        descrip = raw.decode("latin-1", "replace").strip("\x00 ") if isinstance(raw, bytes) else str(raw)
+        descrip = header_description
     files = (src,) + ((side_src,) if side_src and side_src != "sidecar" else ())
     return Volume(
         array=array,
-        spacing_mm=tuple(np.linalg.norm(lps[:3, :3], axis=0)),
-        origin_mm=tuple(lps[:3, 3]),
-        direction=lps[:3, :3] / np.linalg.norm(lps[:3, :3], axis=0),
+        spacing_mm=spacing_mm,
+        origin_mm=origin_mm,
+        direction=direction,
         unit=the_unit,
         acquisition_time=acq,
         modality=modality or side_mod or "OT",
