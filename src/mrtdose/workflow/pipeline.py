@@ -309,6 +309,12 @@ def run_case(
         case = case.model_copy(update={"regions": im.regions, "options": new_opts})
         imaging_json, imaging_display = im.json, im.display
         warnings.extend(im.warnings)
+    planar_json = None
+    if case.planar_imaging is not None:  # planar / whole-body conjugate views -> region measurements
+        from mrtdose.workflow import planar_imaging as planar_wf
+
+        case, planar_json, planar_warnings = planar_wf.apply(case, nuclide, base_dir, say)
+        warnings.extend(planar_warnings)
     opts = case.options
 
     # --- regions: geometry, measurements, kinetics -------------------------------------------
@@ -613,6 +619,7 @@ def run_case(
         "cumulative": cumulative,
         "voxel": voxel_json,
         "imaging": imaging_json,
+        "planar_imaging": planar_json,
         "uncertainty": {
             "method": methods["uncertainty"],
             "coverage": "standard uncertainty, k=1",
