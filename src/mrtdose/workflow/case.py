@@ -137,6 +137,11 @@ class Region(_Strict):
     single_point: SinglePoint | None = None
     recovery_coefficient: float | None = Field(default=None, gt=0, le=1.5)
     recovery_uncertainty: float | None = Field(default=None, ge=0)
+    activity_scale_uncertainty_pct: float | None = Field(
+        default=None, ge=0, le=100,
+        description="Standard uncertainty (%) of a factor common to all of this region's activities (correlated between "
+                    "time points; e.g. the SPECT scale of a hybrid planar/SPECT curve); enters the budget once.",
+    )
     tissue: str | None = Field(default=None, description="Radiobiology tissue (e.g. kidney); default from the name.")
     effective_half_life_h: float | None = Field(
         default=None, gt=0, description="For a given TIA: effective half-life used for the BED dose-rate shape."
@@ -167,6 +172,8 @@ class Region(_Strict):
             raise ValueError("measurements is empty")
         if has_tia and (self.kinetics or self.single_point):
             raise ValueError("kinetics/single_point apply to measurements, not to a given tia_mbq_h")
+        if self.activity_scale_uncertainty_pct is not None and not self.measurements:
+            raise ValueError("activity_scale_uncertainty_pct applies to measured activities")
         if self.recovery_uncertainty is not None and self.recovery_coefficient is None:
             raise ValueError("recovery_uncertainty given without recovery_coefficient")
         return self
@@ -588,6 +595,11 @@ class PlanarImaging(_Strict):
     activity_uncertainty_pct: float = Field(
         default=5.0, ge=0, le=100,
         description="Standard uncertainty (%) of each region activity from delineation, added to the counting uncertainty.",
+    )
+    hybrid_spect: bool = Field(
+        default=False,
+        description="Hybrid planar/SPECT (Koral et al. 2000): regions also measured by the imaging block at ONE SPECT time "
+                    "point get the planar curve scaled to that SPECT activity (the planar calibration cancels).",
     )
 
 

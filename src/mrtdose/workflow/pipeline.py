@@ -60,6 +60,7 @@ class _RegionWork:
     tia_nominal: float = 0.0
     rc: float = 1.0
     rc_u: float = 0.0
+    scale_u_rel: float = 0.0  # common (correlated) relative uncertainty of the region's activities
     teff_h: float | None = None  # mono-exponential shape for BED when no fit
     kinetics_json: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
@@ -330,6 +331,8 @@ def run_case(
         if r.recovery_coefficient is not None:
             w.rc = float(r.recovery_coefficient)
             w.rc_u = float(r.recovery_uncertainty or 0.0)
+        if r.activity_scale_uncertainty_pct:
+            w.scale_u_rel = float(r.activity_scale_uncertainty_pct) / 100.0
         if r.measurements:
             w.measured = True
             w.times_h, w.activities_mbq, w.sigmas_mbq = _measurements(name, r, case, nuclide, warnings)
@@ -416,6 +419,9 @@ def run_case(
         if w.rc_u > 0:
             inputs.append(UncertainInput.scalar(f"{n}/recovery", 1.0, w.rc_u / w.rc, "recovery coefficient",
                                                 f"{n}: recovery coefficient {w.rc:g}"))
+        if w.scale_u_rel > 0:
+            inputs.append(UncertainInput.scalar(f"{n}/scale", 1.0, w.scale_u_rel, "activity scale",
+                                                f"{n}: common scale of the activities (e.g. hybrid planar/SPECT)"))
         inputs.append(UncertainInput.scalar(f"{n}/mass", w.mass_g, w.mass_u_g, "mass / volume", f"{n}: mass (g)"))
     model_components: dict[str, float] = {}
     for t in terms:
@@ -444,6 +450,8 @@ def run_case(
                 base = w.tia_nominal * x[f"{n}/tia"][0]
             if w.rc_u > 0:
                 base /= x[f"{n}/recovery"][0]
+            if w.scale_u_rel > 0:
+                base *= x[f"{n}/scale"][0]
             tias[i] = base
         out = []
         for i, w in enumerate(works):

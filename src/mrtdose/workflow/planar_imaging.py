@@ -318,8 +318,15 @@ def quantify(case: Case, nuclide: Nuclide, base_dir: Path | None, say: Callable[
         if r is None or (r.mass_g is None and r.volume_ml is None):
             raise InputError("a planar region needs its mass: give mass_g or volume_ml under regions (planar images do "
                              "not measure it)", field=f"regions.{n}")
+        hybrid = spec.hybrid_spect and case.imaging is not None and bool(r.measurements)
+        if hybrid:
+            base, reg_json[n]["hybrid_spect"] = _hybrid(n, r, meas[n], case)
+            regions[n] = Region.model_validate(base)
+            continue
         if r.measurements or r.tia_mbq_h is not None:
-            raise InputError("region has both planar-image activities and measurements/tia in the case", field=f"regions.{n}")
+            raise InputError("region has both planar-image activities and measurements/tia in the case"
+                             + ("" if case.imaging is None else " (hybrid planar/SPECT: set planar_imaging.hybrid_spect)"),
+                             field=f"regions.{n}")
         base = r.model_dump(exclude_none=True)
         base["measurements"] = meas[n]
         regions[n] = Region.model_validate(base)
@@ -341,6 +348,49 @@ def quantify(case: Case, nuclide: Nuclide, base_dir: Path | None, say: Callable[
         "regions": reg_json,
     }
     return PlanarImagingResult(regions, out, spec.calibration.uncertainty_pct, list(dict.fromkeys(warnings)))
+
+
+def _hybrid(name: str, r: Region, planar_meas: list[dict[str, Any]], case: Case) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Hybrid planar/SPECT (Koral et al. 2000; :func:`mrtdose.imaging.planar.hybrid_planar_spect_scaling`):
+    the planar curve P_i scaled so that it passes through the one SPECT activity A_S at the SPECT
+    time, A_i = P_i A_S / P(t_S). The absolute scale comes from the SPECT, so the planar sensitivity
+    cancels (its calibration uncertainty is not used; the SPECT calibration is the correlated
+    calibration component). Each scaled activity keeps the planar value's own relative uncertainty
+    (counting, delineation: independent between time points); the scale factor's relative
+    uncertainty (the SPECT activity's and P(t_S)'s) is common to all time points and enters once,
+    as the region's ``activity_scale_uncertainty_pct``. (When the SPECT time coincides with a planar
+    time, that planar value's uncertainty is counted both in its point and in the scale: a small,
+    conservative double count.)"""
+    spect = list(r.measurements or [])
+    where = f"regions.{name}"
+    if len(spect) != 1:
+        raise InputError(f"hybrid planar/SPECT needs the region at exactly one SPECT time point, got {len(spect)}",
+                         field=where)
+    m = spect[0]
+    if m.time_h is None:
+        raise InputError("the SPECT measurement has no time_h", field=where)
+    a_s = float(m.activity_mbq)  # type: ignore[arg-type]
+    u_s = float(m.uncertainty_mbq if m.uncertainty_mbq is not None else a_s * (m.uncertainty_pct or 0.0) / 100.0)
+    times = [float(x["time_h"]) for x in planar_meas]
+    if not (min(times) <= float(m.time_h) <= max(times)):
+        raise InputError(f"the SPECT time {m.time_h:.3g} h is outside the planar times {min(times):.3g}-{max(times):.3g} h "
+                         "(no extrapolation)", field=where)
+    planar_q = {float(x["time_h"]): Quantity(float(x["activity_mbq"]), float(x["uncertainty_mbq"]), "MBq")
+                for x in planar_meas}
+    h = planar.hybrid_planar_spect_scaling(planar_q, Quantity(a_s, u_s, "MBq"), float(m.time_h))
+    k = h.scale_factor
+    k_rel = k.uncertainty / k.value if k.value > 0 else 0.0
+    new_meas = []
+    for t, q in sorted(planar_q.items()):
+        new_meas.append({"time_h": t, "activity_mbq": q.value * k.value, "uncertainty_mbq": q.uncertainty * k.value})
+    base = r.model_dump(exclude_none=True)
+    base["measurements"] = new_meas
+    base["activity_scale_uncertainty_pct"] = 100.0 * k_rel
+    info = {"method": h.method, "spect_time_h": float(m.time_h), "spect_activity_mbq": a_s,
+            "spect_uncertainty_mbq": u_s, "planar_at_spect_time_mbq": h.planar_at_reference,
+            "scale_factor": k.to_json(), "scale_uncertainty_pct": 100.0 * k_rel,
+            "reference": planar.KORAL}
+    return base, info
 
 
 def _ct_transmission(study: PlanarStudy, peak: int, mask: np.ndarray, bmask: np.ndarray | None, lint: np.ndarray,
@@ -416,6 +466,11 @@ def apply(case: Case, nuclide: Nuclide, base_dir: Path | None,
     res = quantify(case, nuclide, base_dir, say)
     opts = case.options
     warnings = list(res.warnings)
+    if all("hybrid_spect" in r for r in res.json["regions"].values()):
+        # every planar curve is scaled to a SPECT activity: the planar sensitivity cancels
+        res.json["calibration"]["correlated_component_pct_used"] = opts.calibration_uncertainty_pct
+        res.json["calibration"]["note"] = "hybrid planar/SPECT: the planar calibration cancels; the SPECT calibration is used"
+        return case.model_copy(update={"regions": res.regions, "options": opts}), res.json, warnings
     if opts.calibration_uncertainty_pct is None:
         opts = opts.model_copy(update={"calibration_uncertainty_pct": res.calibration_uncertainty_pct})
     elif opts.calibration_uncertainty_pct < res.calibration_uncertainty_pct:
