@@ -157,3 +157,17 @@ def test_errors():
         chang_transmission(Volume(array=np.zeros((2, 2, 2)), spacing_mm=(1, 2, 1), unit="1/cm"))
     with pytest.raises(InputError, match="1/cm"):
         chang_transmission(_vol(np.zeros((2, 2, 2)), unit="HU"))
+
+
+def test_calibration_record_is_shared_and_checked():
+    # The record both backends write: F for Lu-177 over 30 min = (1 - e^-x)/x, x = ln2 * 0.5 h / 159.528 h
+    # (MIRD 23), 0.998914 (see test_expected_counts_hand_calculation).
+    from mrtdose.imaging.spect_model import calibration_record
+
+    rec = calibration_record(10.0, 1800.0, LU_T12_H)
+    assert rec["mean_activity_factor"] == pytest.approx(0.998914, abs=1e-6)
+    assert rec["attenuation_corrected"] is True and rec["reference_time"] == "acquisition start"
+    sim = simulate_spect(_vol(np.ones((2, 2, 2)) * 1e6), half_life_h=LU_T12_H, noise=False)
+    assert sim.calibration == rec
+    with pytest.raises(InputError, match="acquisition_duration_s"):
+        calibration_record(10.0, 0.0, LU_T12_H)

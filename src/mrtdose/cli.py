@@ -1,4 +1,4 @@
-"""Command line interface: ``mrtdose run``, ``demo``, ``nuclide``, ``validate``, ``schema``.
+"""Command line interface: ``mrtdose run``, ``demo``, ``simulate``, ``nuclide``, ``validate``, ``schema``.
 
 A thin face over the pipeline: it holds no physics. User errors (:class:`MrtdoseError`) are
 printed as one clear message with exit code 2, without a traceback.
@@ -106,13 +106,20 @@ def example_case_path() -> Path:
     return Path(str(files("mrtdose") / "data" / "examples" / "lu177_dotatate" / "case.yaml"))
 
 
+def example_virtual_patient_case_path() -> Path:
+    """The bundled virtual patient's imaging case (DICOM CT, SPECT at 4 time points, RTSTRUCT)."""
+    from importlib.resources import files
+
+    return Path(str(files("mrtdose") / "data" / "examples" / "virtual_patient_lu177" / "case.yaml"))
+
+
 @app.command()
 def demo(
     out_dir: Path = typer.Option(Path("out/demo"), "--out", "-o", help="Output directory."),
-    imaging: bool = typer.Option(True, "--imaging/--no-imaging", help="Also simulate a virtual patient and run its DICOM case."),
+    imaging: bool = typer.Option(True, "--imaging/--no-imaging", help="Also run the bundled virtual patient's DICOM case."),
 ) -> None:
-    """Run the bundled synthetic example case end to end (organ-level and voxel dosimetry), then a
-    virtual patient's DICOM case (quantitative imaging)."""
+    """Run the bundled synthetic example case end to end (organ-level and voxel dosimetry), then the
+    bundled virtual patient's DICOM case (quantitative SPECT/CT at 4 time points; OUT/imaging)."""
     case = example_case_path()
     out.print(f"example case: {case}")
     paths = _run_to(case, out_dir)
@@ -121,19 +128,12 @@ def demo(
     out.print(f"report:  {paths['report.html'].resolve()}")
     if not imaging:
         return
-    import yaml
-
-    from mrtdose.workflow.outputs import write_atomic
-    from mrtdose.workflow.virtual_patient import imaging_case, simulate_patient
-
-    vp = out_dir / "virtual_patient"
-    out.print(f"simulating a virtual patient (DICOM CT + SPECT at 4 time points) in {vp}")
-    res = simulate_patient(vp, seed=5)
-    doc = imaging_case(res["truth"])
-    write_atomic(vp, {"case.yaml": yaml.safe_dump(doc, sort_keys=False).encode("utf-8")})
-    paths = _run_to(vp / "case.yaml", out_dir / "imaging")
+    vcase = example_virtual_patient_case_path()
+    truth = json.loads((vcase.parent / "truth.json").read_text(encoding="utf-8"))
+    out.print(f"virtual patient case: {vcase} ({truth['spect_model']['backend']} SPECT simulation; "
+              f"truth: {vcase.parent / 'truth.json'})")
+    paths = _run_to(vcase, out_dir / "imaging")
     _summary(json.loads(paths["results.json"].read_text(encoding="utf-8")))
-    out.print(f"imaging case: {vp / 'case.yaml'} (truth: {vp / 'truth.json'})")
     out.print(f"results: {paths['results.json'].resolve()}")
     out.print(f"report:  {paths['report.html'].resolve()}")
 
@@ -144,15 +144,25 @@ def simulate(
     radiopharmaceutical: str = typer.Option("Lu-177-DOTATATE", "--radiopharmaceutical", "-r",
                                             help="Lu-177-DOTATATE or Lu-177-PSMA-617."),
     seed: int = typer.Option(1, "--seed", help="Random seed (noise)."),
+    backend: str = typer.Option("light", "--backend",
+                                help="SPECT simulation: 'light' (image-domain blur + noise, always available) or "
+                                     "'pytomography' (projections + OSEM; pip install 'mrtdose\\[spect]')."),
+    iterations: Optional[int] = typer.Option(None, "--iterations", help="OSEM iterations (pytomography; default 4)."),
+    subsets: Optional[int] = typer.Option(None, "--subsets", help="OSEM subsets (pytomography; default 8)."),
 ) -> None:
     """Make a virtual patient with known truth: CT and SPECT series at 4, 24, 96 and 168 h."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+    from mrtdose.errors import InputError
     from mrtdose.workflow.virtual_patient import simulate_patient
 
+    opts = {k: v for k, v in (("iterations", iterations), ("subsets", subsets)) if v is not None}
+    if opts and backend != "pytomography":
+        raise InputError("--iterations/--subsets apply to --backend pytomography only", field="backend")
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True) as p:
-        p.add_task(f"simulating {radiopharmaceutical} virtual patient", total=None)
-        res = simulate_patient(out_dir, radiopharmaceutical=radiopharmaceutical, seed=seed)
+        p.add_task(f"simulating {radiopharmaceutical} virtual patient ({backend} SPECT)", total=None)
+        res = simulate_patient(out_dir, radiopharmaceutical=radiopharmaceutical, seed=seed, backend=backend,
+                               backend_options=opts or None)
     out.print(f"virtual patient: {Path(res['out_dir']).resolve()}")
     out.print(f"truth:           {Path(res['truth_json']).resolve()}")
 

@@ -1,8 +1,8 @@
 """A light image-domain model of quantitative Lu-177 SPECT, for virtual patients with known truth.
 
-This is the documented *light* model used when PyTomography is not installed (and the one the
-tests use). It maps a true activity-concentration map straight to a reconstructed-like image; it
-does **not** simulate projections or reconstruction.
+This is the documented *light* model, always available (the default backend of the virtual
+patients and the one most tests use). It maps a true activity-concentration map straight to a
+reconstructed-like image; it does **not** simulate projections or reconstruction.
 
 The model
 ---------
@@ -56,10 +56,11 @@ What this model leaves out (read before using it as a reference)
   misregistration.
 
 For projection-domain simulation (attenuation, depth-dependent Gaussian collimator response,
-Poisson noise in projections) and OSEM reconstruction use PyTomography (MIT licence), an
-optional extra: see the notes ``pytomography_spect_simulation.md`` in the shared notes for a
-recipe, timings and pitfalls. No PyTomography wrapper is provided here (it could not be tested
-without the optional dependency); this module never imports it.
+Poisson noise in projections) and OSEM reconstruction see
+:mod:`mrtdose.imaging.spect_pytomography` (PyTomography, MIT licence, the optional extra
+``mrtdose[spect]``); it shares :func:`mu_map_from_ct`, :func:`expected_counts` and
+:func:`calibration_record` with this model, so both give images in the same counts convention.
+This module never imports PyTomography.
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ __all__ = [
     "DEFAULT_FWHM_MM",
     "FWHM_TO_SIGMA",
     "SpectSimulation",
+    "calibration_record",
     "chang_transmission",
     "expected_counts",
     "mu_map_from_ct",
@@ -180,6 +182,26 @@ def expected_counts(activity_bq_per_ml: Volume, *, sensitivity_cps_per_mbq: floa
     return a * 1e-6 * activity_bq_per_ml.voxel_volume_ml * s * t * f
 
 
+def calibration_record(sensitivity_cps_per_mbq: float, acquisition_duration_s: float, half_life_h: float, *,
+                       attenuation_corrected: bool = True) -> dict[str, Any]:
+    """The numbers that turn a counts image of equation (1) back into Bq/mL at the acquisition
+    start (:func:`~mrtdose.imaging.calibration.counts_to_activity_concentration`), as recorded in
+    :attr:`SpectSimulation.calibration` and ``truth.json``."""
+    s = _positive(sensitivity_cps_per_mbq, "sensitivity_cps_per_mbq")
+    t = _positive(acquisition_duration_s, "acquisition_duration_s")
+    th = _positive(half_life_h, "half_life_h")
+    return {
+        "sensitivity_cps_per_mbq": s,
+        "acquisition_duration_s": t,
+        "half_life_h": th,
+        "decay_during_acquisition": True,
+        "mean_activity_factor": mean_activity_factor_during_acquisition(t / 3600.0, th),
+        "reference_time": "acquisition start",
+        "formula": "C [Bq/mL] = N / (T S V F) * 1e6 (MIRD 26; F = (1 - exp(-lambda T)) / (lambda T), MIRD 23)",
+        "attenuation_corrected": bool(attenuation_corrected),
+    }
+
+
 @dataclass(frozen=True, eq=False)
 class SpectSimulation:
     """Result of :func:`simulate_spect`.
@@ -257,16 +279,7 @@ def simulate_spect(
     expected.flags.writeable = False
     s = float(sensitivity_cps_per_mbq)
     t = float(acquisition_duration_s)
-    calibration = {
-        "sensitivity_cps_per_mbq": s,
-        "acquisition_duration_s": t,
-        "half_life_h": float(half_life_h),
-        "decay_during_acquisition": True,
-        "mean_activity_factor": mean_activity_factor_during_acquisition(t / 3600.0, float(half_life_h)),
-        "reference_time": "acquisition start",
-        "formula": "C [Bq/mL] = N / (T S V F) * 1e6 (MIRD 26; F = (1 - exp(-lambda T)) / (lambda T), MIRD 23)",
-        "attenuation_corrected": bool(attenuation_corrected),
-    }
+    calibration = calibration_record(s, t, float(half_life_h), attenuation_corrected=bool(attenuation_corrected))
     method = (f"mrtdose light SPECT model (imaging.spect_model): S = {s:g} cps/MBq, T = {t:g} s; "
               + "; ".join(how) + "; no scatter, septal penetration, OSEM texture or depth-dependent resolution")
     vol = activity_bq_per_ml.with_array(counts, unit="counts", modality="NM", description=method)

@@ -3,10 +3,19 @@
 :func:`simulate_patient` builds a stylised adult male phantom (organs as ellipsoids and
 cylinders, in the spirit of the MIRD stylised phantoms, Snyder et al. 1978, MIRD Pamphlet 5
 revised), gives every region the kinetics of Lu-177 DOTATATE or Lu-177 PSMA-617, and writes per
-imaging time point a CT series (HU) and a SPECT series (NM RECON TOMO, counts) simulated with the
-light SPECT model of :mod:`mrtdose.imaging.spect_model`, plus an RT Structure Set of all regions
-on the first time point's CT, and ``truth.json`` with the true activities, time-integrated
-activities (TIAs), volumes, masses and the calibration that turns counts into Bq/mL.
+imaging time point a CT series (HU) and a SPECT series (NM RECON TOMO, counts), plus an RT
+Structure Set of all regions on the first time point's CT, and ``truth.json`` with the true
+activities, time-integrated activities (TIAs), volumes, masses and the calibration that turns
+counts into Bq/mL.
+
+Two SPECT backends (``backend=``), recorded with their parameters in ``truth.json["spect_model"]``:
+
+* ``"light"`` (default, always available): the image-domain model of
+  :mod:`mrtdose.imaging.spect_model` (constant 3D Gaussian resolution and Poisson noise per voxel);
+* ``"pytomography"``: projections with attenuation, a depth-dependent Gaussian collimator-detector
+  response and Poisson noise, reconstructed with OSEM (:mod:`mrtdose.imaging.spect_pytomography`;
+  optional extra ``pip install 'mrtdose[spect]'``). The bundled demo patient
+  (``mrtdose/data/examples/virtual_patient_lu177``, made by ``scripts/make_demo_patient.py``) uses it.
 
 This is test data, not anatomy: the axial positions are compressed (pelvis to parotid glands in
 54 cm) so that every organ of interest for both radiopharmaceuticals fits in one small field of
@@ -18,7 +27,7 @@ Output layout (``out_dir``)::
     tp1_004h/CT/CT_0000.dcm ...     one file per slice
     tp1_004h/NM/NM_0000.dcm         one multi-frame file, counts (no Units attribute)
     tp1_004h/RTSTRUCT/RS_0000.dcm   structures, first time point only
-    tp2_024h/...
+    tp2_024h/...                    (no CT/ with ct_time_points="first")
 
 Each time point is one study (Study Instance UID) in which CT and SPECT share one Frame of
 Reference (a SPECT/CT session); by default every session has its own Frame of Reference UID, as
@@ -82,6 +91,14 @@ RADIOPHARMACEUTICALS = ("Lu-177-DOTATATE", "Lu-177-PSMA-617")
 #: et al. 2017, N Engl J Med 376:125; Pluvicto label, VISION: Sartor et al. 2021, N Engl J Med
 #: 385:1091).
 ADMINISTERED_MBQ = 7400.0
+
+#: SPECT simulation backends of :func:`simulate_patient`.
+BACKENDS = ("light", "pytomography")
+#: Options of the pytomography backend (keyword arguments of
+#: :func:`mrtdose.imaging.spect_pytomography.simulate_spect_pytomography`).
+PYTOMOGRAPHY_OPTIONS = ("n_views", "radius_cm", "collimator_code", "energy_kev", "intrinsic_fwhm_140kev_cm",
+                        "psf_min_sigmas", "iterations", "subsets", "supersample", "scatter_to_primary",
+                        "scatter_sigma_cm", "scatter_corrected", "psf_in_reconstruction")
 
 #: Default imaging times (h after administration).
 DEFAULT_TIMES_H = (4.0, 24.0, 96.0, 168.0)
@@ -490,6 +507,9 @@ def simulate_patient(
     shift_mm: Mapping[int, Sequence[float]] | None = None,
     same_frame_of_reference: bool = False,
     patient_id: str | None = None,
+    backend: str = "light",
+    backend_options: Mapping[str, Any] | None = None,
+    ct_time_points: str = "all",
 ) -> dict[str, Any]:
     """Write a virtual patient (CT + SPECT per time point, RTSTRUCT, truth.json) to ``out_dir``.
 
@@ -497,7 +517,8 @@ def simulate_patient(
     ----------
     radiopharmaceutical : ``"Lu-177-DOTATATE"`` or ``"Lu-177-PSMA-617"`` (:data:`KINETICS`).
     times_h : imaging times after administration (h), each > 0, strictly increasing.
-    seed : seeds the Poisson noise of every time point (same seed, same images and truth).
+    seed : seeds the Poisson noise of every time point (same seed, same images and truth); each time
+        point's own noise seed (spawned from it) is ``truth.json["time_points"][i]["noise_seed"]``.
     shape, voxel_mm : grid ``(nz, ny, nx)`` and isotropic voxel size; the anatomy is fixed in
         patient coordinates (a smaller grid crops it).
     fwhm_mm : SPECT resolution (constant 3D Gaussian); default
@@ -515,6 +536,17 @@ def simulate_patient(
         vector (mm) in that session (registration tests). The RTSTRUCT follows time point 0.
     same_frame_of_reference : one Frame of Reference UID for all sessions (default: one each).
     patient_id : default ``"VP-<radiopharmaceutical>-<seed>"``.
+    backend : ``"light"`` (default, always available: :mod:`mrtdose.imaging.spect_model`) or
+        ``"pytomography"`` (projections with attenuation, depth-dependent collimator response and
+        Poisson noise, OSEM reconstruction: :mod:`mrtdose.imaging.spect_pytomography`; needs the
+        optional extra ``mrtdose[spect]``, InputError otherwise). ``fwhm_mm`` applies to the light
+        backend only.
+    backend_options : keyword arguments of
+        :func:`~mrtdose.imaging.spect_pytomography.simulate_spect_pytomography` (:data:`PYTOMOGRAPHY_OPTIONS`:
+        ``iterations``, ``subsets``, ``n_views``, ``collimator_code``, ``supersample``,
+        ``scatter_to_primary``, ...); the pytomography backend only.
+    ct_time_points : ``"all"`` (a CT series in every session, default) or ``"first"`` (CT at the
+        first time point only, SPECT-only sessions after it: a smaller bundle).
 
     Returns
     -------
@@ -536,10 +568,31 @@ def simulate_patient(
         if not 0 <= k < len(times) or len(v) != 3 or not all(math.isfinite(x) for x in v):
             raise InputError(f"shift_mm needs {{time-point index 0..{len(times) - 1}: (dx, dy, dz)}}, got {k}: {v}",
                              field="shift_mm")
+    if backend not in BACKENDS:
+        raise InputError(f"unknown SPECT backend {backend!r}; choose one of {', '.join(BACKENDS)}", field="backend")
+    opts = dict(backend_options or {})
+    if backend == "light" and opts:
+        raise InputError(f"backend_options apply to the pytomography backend only, got {sorted(opts)}",
+                         field="backend_options")
+    unknown = sorted(set(opts) - set(PYTOMOGRAPHY_OPTIONS))
+    if unknown:
+        raise InputError(f"unknown backend option(s) {unknown}; known: {', '.join(PYTOMOGRAPHY_OPTIONS)}",
+                         field="backend_options")
+    if backend == "pytomography" and fwhm_mm is not None:
+        raise InputError("fwhm_mm is the light model's resolution; the pytomography backend models the collimator",
+                         field="fwhm_mm")
+    if ct_time_points not in ("all", "first"):
+        raise InputError(f"ct_time_points must be 'all' or 'first', got {ct_time_points!r}", field="ct_time_points")
+    if backend == "pytomography":
+        from mrtdose.imaging.spect_pytomography import load_pytomography
+
+        load_pytomography()  # InputError naming the extra if it is not installed; before anything is written
     admin = administration_time or datetime(2026, 1, 5, 10, 0, tzinfo=timezone.utc)
     if admin.tzinfo is None or admin.utcoffset() is None:
         raise InputError("administration_time must be timezone-aware", field="administration_time")
     fwhm = DEFAULT_FWHM_MM if fwhm_mm is None else float(fwhm_mm)
+    if backend == "pytomography":
+        fwhm = None
     half_life_h = LU177_HALF_LIFE_H
     pid = patient_id or f"VP-{rp}-{seed}"
     out = Path(out_dir)
@@ -557,6 +610,7 @@ def simulate_patient(
     calibration: dict[str, Any] = {}
     ref_volumes: dict[str, float] = {}
     method = ""
+    parameters: dict[str, Any] = {}
     for it, t in enumerate(times):  # per time point
         shift = shifts.get(it, (0.0, 0.0, 0.0))
         labels = label_map(grid, shift)
@@ -573,20 +627,37 @@ def simulate_patient(
                                    description=f"true activity concentration at {t:g} h")
         ct = grid.with_array(ct_from_labels(labels), unit="HU", modality="CT", acquisition_time=acq,
                              description="virtual patient CT")
-        mu = mu_map_from_ct(ct) if not attenuation_corrected else None
-        sim = simulate_spect(activity, half_life_h=half_life_h, sensitivity_cps_per_mbq=sensitivity_cps_per_mbq,
-                             acquisition_duration_s=duration_s, fwhm_mm=fwhm, mu_per_cm=mu,
-                             attenuation_corrected=attenuation_corrected, noise=True, seed=child_seeds[it])
-        calibration, method = sim.calibration, sim.method
+        tp_extra: dict[str, Any] = {}
+        if backend == "pytomography":
+            from mrtdose.imaging.spect_pytomography import simulate_spect_pytomography
+
+            psim = simulate_spect_pytomography(
+                activity, mu_map_from_ct(ct), half_life_h=half_life_h, sensitivity_cps_per_mbq=sensitivity_cps_per_mbq,
+                acquisition_duration_s=duration_s, attenuation_corrected=attenuation_corrected, noise=True,
+                seed=child_seeds[it], **opts)
+            counts, calibration, method = psim.counts, psim.calibration, psim.method
+            per_tp = ("expected_total_projection_counts", "total_projection_counts")
+            parameters = {k: v for k, v in psim.parameters.items() if k not in per_tp}
+            tp_extra = {k: psim.parameters[k] for k in per_tp}
+        else:
+            mu = mu_map_from_ct(ct) if not attenuation_corrected else None
+            sim = simulate_spect(activity, half_life_h=half_life_h, sensitivity_cps_per_mbq=sensitivity_cps_per_mbq,
+                                 acquisition_duration_s=duration_s, fwhm_mm=fwhm, mu_per_cm=mu,
+                                 attenuation_corrected=attenuation_corrected, noise=True, seed=child_seeds[it])
+            counts, calibration, method = sim.counts, sim.calibration, sim.method
+            parameters = {"backend": "light", "fwhm_mm": fwhm, "noise": "Poisson per voxel (numpy)",
+                          "chang_n_angles": None if attenuation_corrected else 32}
         tp_name = f"tp{it + 1}_{int(round(t)):03d}h"
         study = _uid(pid, seed, tp_name, "study")
         for_uid = for_shared if same_frame_of_reference else _uid(pid, seed, tp_name, "FoR")
         ct_dir, nm_dir = out / tp_name / "CT", out / tp_name / "NM"
-        write_ct_series(ct, ct_dir, patient_id=pid, study_uid=study, series_uid=_uid(pid, seed, tp_name, "CT"),
-                        frame_of_reference_uid=for_uid, series_description=f"virtual patient CT {t:g} h",
-                        acquisition_time=acq)
-        write_nm_series(sim.counts, nm_dir, patient_id=pid, study_uid=study, series_uid=_uid(pid, seed, tp_name, "NM"),
-                        frame_of_reference_uid=for_uid, series_description=f"virtual patient SPECT {t:g} h (counts)",
+        write_ct = ct_time_points == "all" or it == 0
+        if write_ct:
+            write_ct_series(ct, ct_dir, patient_id=pid, study_uid=study, series_uid=_uid(pid, seed, tp_name, "CT"),
+                            frame_of_reference_uid=for_uid, series_description=f"virtual patient CT {t:g} h",
+                            acquisition_time=acq)
+        write_nm_series(counts, nm_dir, patient_id=pid, study_uid=study, series_uid=_uid(pid, seed, tp_name, "NM"),
+                        frame_of_reference_uid=for_uid, series_description=f"virtual patient SPECT {t:g} h (counts, {backend})",
                         acquisition_time=acq, injected_activity_bq=ADMINISTERED_MBQ * 1e6, injection_time=admin,
                         radiopharmaceutical=rp, radionuclide="Lu-177", half_life_s=half_life_h * 3600.0,
                         frame_duration_ms=float(duration_s) * 1000.0)
@@ -624,11 +695,14 @@ def simulate_patient(
         tp_docs.append({
             "index": it, "name": tp_name, "time_h": t, "acquisition_time": acq.isoformat(),
             "patient_shift_mm": list(shift), "study_instance_uid": study, "frame_of_reference_uid": for_uid,
-            "ct_dir": str(ct_dir.relative_to(out)), "nm_dir": str(nm_dir.relative_to(out)),
-            "total_counts": int(np.asarray(sim.counts.array).sum()),
+            "noise_seed": child_seeds[it],
+            "ct_dir": str(ct_dir.relative_to(out)) if write_ct else None, "nm_dir": str(nm_dir.relative_to(out)),
+            "total_counts": (int(np.asarray(counts.array).sum()) if backend == "light"
+                             else float(np.asarray(counts.array).sum())),
             "true_total_activity_in_fov_mbq": float(np.asarray(activity.array).sum() * v_ml * 1e-6),
+            **tp_extra,
         })
-        tp_out.append({"time_h": t, "acquisition_time": acq, "ct_dir": ct_dir, "nm_dir": nm_dir})
+        tp_out.append({"time_h": t, "acquisition_time": acq, "ct_dir": ct_dir if write_ct else None, "nm_dir": nm_dir})
 
     tia = _label_tia(rp, ref_volumes)
     for name, r in regions.items():
@@ -657,7 +731,9 @@ def simulate_patient(
                  "direction": grid.direction.tolist(), "voxel_volume_ml": v_ml},
         "calibration": {**calibration, "frame_duration_convention":
                         "NM Actual Frame Duration holds the total acquisition time T (ms) of this calibration"},
-        "spect_model": {"fwhm_mm": fwhm, "attenuation_corrected": bool(attenuation_corrected), "method": method},
+        "spect_model": {"backend": backend, "fwhm_mm": fwhm, "attenuation_corrected": bool(attenuation_corrected),
+                        "method": method, "parameters": parameters},
+        "ct_time_points": ct_time_points,
         "time_points": tp_docs,
         "rtstruct": {"file": str(rtstruct_path.relative_to(out)) if rtstruct_path else None, "time_point": 0,
                      "rois": sorted(n for n in regions if n != "remainder" and regions[n]["voxels"] > 0)},
@@ -680,7 +756,7 @@ def imaging_case(truth: dict[str, Any], regions: tuple[str, ...] = ("liver", "ki
                  *, calibration_uncertainty_pct: float = 3.0) -> dict[str, Any]:
     """A case document measuring ``regions`` from a simulated patient's DICOM (paths relative to
     the patient's directory): the imaging block, lesions marked as lesions."""
-    tps = [{"spect": tp["nm_dir"], "ct": tp["ct_dir"]} for tp in truth["time_points"]]
+    tps = [{"spect": tp["nm_dir"], **({"ct": tp["ct_dir"]} if tp.get("ct_dir") else {})} for tp in truth["time_points"]]
     return {
         "patient": {"id": truth["patient_id"]},
         "radiopharmaceutical": truth["radiopharmaceutical"],
