@@ -334,10 +334,18 @@ class VoxelOptions(_Strict):
 
 
 class ImagingTimepoint(_Strict):
-    spect: str = Field(
+    spect: str | list[str] = Field(
         description="Directory (or file) of the quantitative SPECT/PET DICOM series, or a NIfTI (.nii, .nii.gz) or "
         "MetaImage (.mhd, .mha) file with a JSON sidecar (<stem>.json: unit, acquisition_time with UTC offset, "
-        "optional acquisition_duration_s, patient_id, frame_of_reference_uid) for images that lost their headers."
+        "optional acquisition_duration_s, patient_id, frame_of_reference_uid) for images that lost their headers. "
+        "A multi-bed study exported as one series per bed position: a LIST of such entries, one per bed (any "
+        "order; they are sorted along the slice axis, must touch or overlap, and are joined onto one grid -- "
+        "mrtdose.imaging.multibed). An already joined series is a single entry."
+    )
+    bed_overlap: Literal["linear", "average"] = Field(
+        default="linear",
+        description="Multi-bed spect only: how overlapping beds are combined -- 'linear' feathering (weights ramp "
+        "linearly across the overlap, as vendors' whole-body joins) or 'average' (equal weights).",
     )
     ct: str | None = Field(
         default=None,
@@ -353,7 +361,11 @@ class ImagingTimepoint(_Strict):
         description="Total acquisition time (s) for images in counts; default from the DICOM headers (Actual Frame "
         "Duration) or the sidecar's acquisition_duration_s.",
     )
-    series_uid: str | None = Field(default=None, description="SeriesInstanceUID when the folder holds several series.")
+    series_uid: str | list[str | None] | None = Field(
+        default=None,
+        description="SeriesInstanceUID when the folder holds several series; for a multi-bed spect a list with one "
+        "entry (or null) per bed, e.g. when all beds lie in one folder.",
+    )
     observed_count_rate_cps: float | None = Field(
         default=None, gt=0,
         description="Whole-detector observed count rate (counts/s) during this acquisition, as reported by the camera "
@@ -367,6 +379,25 @@ class ImagingTimepoint(_Strict):
         if v is not None and (v.tzinfo is None or v.utcoffset() is None):
             raise ValueError(f"'{v.isoformat()}' has no time zone; append e.g. +00:00")
         return v
+
+    @model_validator(mode="after")
+    def _beds(self) -> "ImagingTimepoint":
+        beds = self.spect if isinstance(self.spect, list) else None
+        if beds is not None:
+            if not beds:
+                raise ValueError("spect: the list of beds is empty")
+            uids = self.series_uid if isinstance(self.series_uid, list) else [self.series_uid] * len(beds)
+            if isinstance(self.series_uid, list) and len(self.series_uid) != len(beds):
+                raise ValueError(f"series_uid: {len(self.series_uid)} entries for {len(beds)} beds in spect")
+            seen = set()
+            for b, key in enumerate(zip(beds, uids)):
+                if key in seen:
+                    raise ValueError(f"spect.{b}: bed {key[0]!r} is listed twice" + (" with the same series_uid"
+                                                                                   if key[1] else ""))
+                seen.add(key)
+        elif isinstance(self.series_uid, list):
+            raise ValueError("series_uid: a list needs a list of beds in spect")
+        return self
 
 
 class ImagingDeadTime(_Strict):

@@ -14,6 +14,17 @@ camera calibration (with decay during the acquisition; :mod:`mrtdose.imaging.cal
 CT of the same time point (DICOM or NIfTI/MetaImage in HU) must belong to the SPECT: the same
 patient and frame of reference where both are known, and overlapping fields of view.
 
+Multi-bed studies
+-----------------
+``spect:`` may be a list, one entry per bed position (one series per bed, overlapping along the
+slice axis). Each bed is read and checked like a single image, converted to Bq/mL on its own (its
+own time and duration), and the beds are joined onto one grid (:func:`mrtdose.imaging.multibed.join_beds`:
+same orientation, spacing, in-plane grid, patient and frame of reference; no gap; overlap feathered
+linearly or averaged, ``bed_overlap``; decay corrected to the earliest bed's start, which is the
+time point's time). The time point then continues as one image; ``timepoints[i].beds`` records
+each bed (path, SHA-256, z extent, overlap, time, quantification). A dead-time factor applies to
+all beds of the time point alike (one observed rate).
+
 Dead time
 ---------
 With ``imaging.calibration.dead_time`` each time point's observed whole-detector count rate
@@ -128,9 +139,15 @@ def is_image_file(path: str | Path) -> bool:
 
 
 def _read_image(path: Path, kind: str, tp: Any, where: str, tz: str | None,
-                time_override: datetime | None) -> tuple[Volume, _Meta]:
-    """Read the ``kind`` ("spect" or "ct") image of a time point, DICOM or file with sidecar."""
-    fld = f"{where}.{kind}"
+                time_override: datetime | None, *, fld: str | None = None,
+                series_uid: str | None = None) -> tuple[Volume, _Meta]:
+    """Read the ``kind`` ("spect" or "ct") image of a time point, DICOM or file with sidecar.
+
+    ``fld`` names the case field in errors (default ``<where>.<kind>``); ``series_uid`` selects
+    the SPECT series (default: the time point's ``series_uid``)."""
+    fld = fld or f"{where}.{kind}"
+    if kind == "spect" and series_uid is None and isinstance(tp.series_uid, str):
+        series_uid = tp.series_uid
     if not path.exists():
         raise InputError("not found", source=str(path), field=fld)
     if is_image_file(path):
@@ -156,7 +173,7 @@ def _read_image(path: Path, kind: str, tp: Any, where: str, tz: str | None,
                           side.patient_id, side.frame_of_reference_uid, vol.description, vol.modality)
     try:
         vol, info = read_series_with_info(path, modality="CT" if kind == "ct" else None,
-                                          series_uid=tp.series_uid if kind == "spect" else None,
+                                          series_uid=series_uid if kind == "spect" else None,
                                           time_override=time_override, tz=tz)
     except InputError as exc:
         if "time_override" in exc.detail or "time zone" in exc.detail:
@@ -249,6 +266,69 @@ def _bq_per_ml(vol: Volume, meta: _Meta, tp: Any, case: Case, nuclide: Nuclide, 
     return ac.values, f"counts / ({text} x {duration:g} s), decay during acquisition corrected", u_rel, float(duration)  # type: ignore[return-value]
 
 
+def _read_spect(tp: Any, case: Case, nuclide: Nuclide, base_dir: Path | None, where: str
+                ) -> tuple[Volume, _Meta, Volume, str, float | None, float | None, dict[str, Any] | None]:
+    """A time point's SPECT/PET in Bq/mL: one series, or the beds of a multi-bed study joined.
+
+    Beds: each is read and checked as a single series would be, converted to Bq/mL on its own
+    (its own time and duration: beds in counts with different durations are fine), then joined
+    (:func:`mrtdose.imaging.multibed.join_beds`; decay corrected to the earliest bed's start with
+    the nuclide's half-life). Returns (image as read -- the first bed for beds --, its metadata,
+    the image in Bq/mL, method, calibration relative uncertainty, duration, beds provenance)."""
+    if isinstance(tp.spect, str) or len(tp.spect) == 1:
+        path = tp.spect if isinstance(tp.spect, str) else tp.spect[0]
+        uid = tp.series_uid[0] if isinstance(tp.series_uid, list) else None
+        vol, meta = _read_image(_path(base_dir, path), "spect", tp, where, case.imaging.timezone, tp.time,  # type: ignore[union-attr]
+                                series_uid=uid)
+        act, method, u, duration = _bq_per_ml(vol, meta, tp, case, nuclide, base_dir, where)
+        return vol, meta, act, method, u, duration, None
+    from mrtdose.imaging.multibed import join_beds
+
+    uids = tp.series_uid if isinstance(tp.series_uid, list) else [tp.series_uid] * len(tp.spect)
+    read: list[tuple[Volume, _Meta]] = []
+    acts: list[Volume] = []
+    methods, durations, u_cal = [], [], None
+    for b, (path, uid) in enumerate(zip(tp.spect, uids)):
+        fld = f"{where}.spect.{b}"
+        vol, meta = _read_image(_path(base_dir, path), "spect", tp, where, case.imaging.timezone, tp.time,  # type: ignore[union-attr]
+                                fld=fld, series_uid=uid)
+        if read and vol.unit != read[0][0].unit:
+            raise InputError(f"bed unit {vol.unit!r} differs from the first bed's {read[0][0].unit!r}",
+                             source=meta.files[0] if meta.files else str(path), field=fld)
+        act, method, u, duration = _bq_per_ml(vol, meta, tp, case, nuclide, base_dir, fld)
+        read.append((vol, meta))
+        acts.append(act)
+        methods.append(method)
+        durations.append(duration)
+        if u is not None:
+            u_cal = u if u_cal is None else max(u_cal, u)
+    metas = [m for _, m in read]
+    try:
+        joined, info = join_beds(acts, overlap=tp.bed_overlap, half_life_h=nuclide.half_life_h,
+                                 durations_s=durations, patient_ids=[m.patient_id for m in metas],
+                                 frame_of_reference_uids=[m.frame_of_reference_uid for m in metas])
+    except InputError as exc:
+        b = next((i for i, m in enumerate(metas) if exc.source and exc.source in m.files), None)
+        raise InputError(exc.detail, source=exc.source,
+                         field=(f"{where}.spect" + (f".{b}" if b is not None else ""))
+                         + (f" ({exc.field})" if exc.field else "")) from None
+    m0 = metas[0]
+    files = tuple(f for m in metas for f in m.files)
+    beds_json = info.to_dict()
+    for bed in beds_json["beds"]:
+        b = bed["input_index"]
+        bed.update(path=tp.spect[b], sha256=files_sha256(metas[b].files), format=metas[b].format,
+                   series_description=metas[b].series_description, quantification=methods[b],
+                   time_source=metas[b].time_source)
+    same = all(d == durations[0] for d in durations)
+    meta = _Meta(m0.format, files, info.acquisition_time, f"earliest bed start ({m0.time_source})",
+                 durations[0] if same else None, m0.duration_source if same else None, m0.patient_id,
+                 m0.frame_of_reference_uid, m0.series_description, m0.modality,
+                 tuple(f"bed {b}: {w}" for b, m in enumerate(metas) for w in m.warnings) + info.notes)
+    method = f"{len(metas)} beds, each: {methods[0]}; joined ({info.method})"
+    return read[0][0], meta, joined, method, u_cal, durations[0] if same else None, beds_json
+
+
 def _dead_times(case: Case) -> list[dict[str, Any] | None]:
     """Per time point: the dead-time factor and its uncertainty (validated before any image is read)."""
     spec = case.imaging
@@ -295,9 +375,8 @@ def quantify(case: Case, nuclide: Nuclide, base_dir: Path | None, say: Callable[
     for i, tp in enumerate(spec.timepoints):
         where = f"imaging.timepoints.{i}"
         say(f"imaging: reading time point {i + 1}/{len(spec.timepoints)}")
-        spath = _path(base_dir, tp.spect)
-        vol, meta = _read_image(spath, "spect", tp, where, spec.timezone, tp.time)
-        act, method, u, duration = _bq_per_ml(vol, meta, tp, case, nuclide, base_dir, where)
+        vol, meta, act, method, u, duration, beds_json = _read_spect(tp, case, nuclide, base_dir, where)
+        spath = Path(meta.files[0]) if meta.files else _path(base_dir, tp.spect if isinstance(tp.spect, str) else tp.spect[0])
         if u is not None:
             u_cal = u if u_cal is None else max(u_cal, u)
         u_tp = spec.activity_uncertainty_pct
@@ -316,7 +395,7 @@ def quantify(case: Case, nuclide: Nuclide, base_dir: Path | None, say: Callable[
             cpath = _path(base_dir, tp.ct)
             # the CT's own time is not used: the SPECT's stands in for it (a CT without time tags is fine)
             ct, cmeta = _read_image(cpath, "ct", tp, where, spec.timezone, meta.acquisition_time)
-            _check_ct_matches(vol, meta, ct, cmeta, cpath, where)
+            _check_ct_matches(act, meta, ct, cmeta, cpath, where)
         assert meta.acquisition_time is not None
         t_h = elapsed_hours(case.administration.time, meta.acquisition_time, what=f"{where} acquisition time")
         if t_h <= 0:
@@ -336,7 +415,7 @@ def quantify(case: Case, nuclide: Nuclide, base_dir: Path | None, say: Callable[
                         "acquisition_duration_source": ("case" if tp.acquisition_duration_s else meta.duration_source)
                         if duration else None,
                         "dead_time": dead[i], "measurement_uncertainty_pct": u_tp,
-                        "warnings": list(meta.warnings)})
+                        "warnings": list(meta.warnings), **({"beds": beds_json} if beds_json else {})})
         warnings.extend(f"{where}: {w}" for w in meta.warnings)
     ref = images[0]
     if spec.registration == "none" and len({f for f in fors if f}) > 1:
