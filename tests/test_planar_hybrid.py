@@ -110,3 +110,27 @@ def test_hybrid_needs_one_spect_time_inside_the_planar_times(patient):
     bad["imaging"]["timepoints"][0]["time"] = "2026-01-15T10:00:00+00:00"  # 240 h: after the last planar image
     with pytest.raises(InputError, match="outside the planar times"):
         run_case(parse_case(bad), base_dir=d)
+
+
+def test_report_shows_the_planar_quantification_and_the_hybrid_scaling(patient):
+    """The report has a planar section (not a raw JSON dump): per time point the net counts of
+    both views, the transmission and the activity with its uncertainty, and the hybrid scaling."""
+    import re
+
+    from mrtdose.reports.html import render_report
+
+    d, pt, st = patient
+    res = run_case(parse_case(_doc(patient)), base_dir=d)
+    html = render_report(res.results)
+    sec = html[html.index('<section id="planar">'):]
+    sec = sec[:sec.index("</section>")]
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", sec))
+    assert "Anterior net counts" in text and "Transmission" in text and "WHOLE BODY" in text
+    tp = res.results["planar_imaging"]["regions"]["kidneys"]["timepoints"]
+    assert len(tp) == 4
+    from mrtdose.reports.html import format_number
+    for t in tp:
+        assert format_number(t["activity"]["value"], 4) in text
+    hy = res.results["planar_imaging"]["regions"]["kidneys"]["hybrid_spect"]
+    assert "Hybrid planar/SPECT" in text and format_number(hy["spect_activity_mbq"], 4) in text
+    assert '"timepoints"' not in html[html.index("Further results") if "Further results" in html else 0:]

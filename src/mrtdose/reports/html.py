@@ -71,7 +71,7 @@ _REGION_KEYS_SHOWN = {
 
 _TOP_KEYS_SHOWN = {
     "schema_version", "case", "nuclide", "regions", "cumulative", "uncertainty", "methods",
-    "warnings", "provenance", "voxel",
+    "warnings", "provenance", "voxel", "planar_imaging",
 }
 
 _FIT_STAT_KEYS = (
@@ -1291,6 +1291,90 @@ def _imaging(doc: Mapping[str, Any], display: Mapping[str, Any] | None) -> dict[
     }
 
 
+# planar / whole-body imaging (results["planar_imaging"])
+# --------------------------------------------------------------------------------------------
+
+_PLANAR_SHOWN = {"timepoints", "regions", "method", "scatter", "background", "calibration", "attenuation",
+                 "activity_uncertainty_pct", "rois"}
+
+
+def _q(d: Any, digits: int = 4) -> str:
+    """'value ± u' of a Quantity JSON (or a bare number)."""
+    if isinstance(d, Mapping):
+        v, u = d.get("value"), d.get("uncertainty")
+        if _finite(v):
+            return format_number(v, digits) + (f" ± {format_number(u, 2)}" if _finite(u) else "")
+        return _DASH
+    return format_number(d, digits) if _finite(d) else _DASH
+
+
+def _planar(doc: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The conjugate-view quantification per region and time point: net counts per view,
+    transmission, activity with its uncertainty (counting and delineation; the calibration is
+    the correlated component), and the hybrid planar/SPECT scaling where used."""
+    pl = doc.get("planar_imaging")
+    if not isinstance(pl, Mapping):
+        return None
+    tps = [tp for tp in pl.get("timepoints") or [] if isinstance(tp, Mapping)]
+    timepoints = [{
+        "index": i + 1, "time_h": format_number(tp.get("time_h"), 5),
+        "acquisition_time": str(tp.get("acquisition_time") or _DASH),
+        "image_type": str(tp.get("image_type") or _DASH),
+        "files": ", ".join(str(f) for f in tp.get("files") or []) or _DASH,
+        "windows": "; ".join(f"{k}: {v}" for k, v in (tp.get("windows") or {}).items() if v) or _DASH,
+        "durations": "; ".join(f"{k} {format_number((v or {}).get('value'), 5)} s"
+                               for k, v in (tp.get("durations_s") or {}).items() if isinstance(v, Mapping)) or _DASH,
+    } for i, tp in enumerate(tps)]
+    regions = []
+    for name, r in (pl.get("regions") or {}).items():
+        if not isinstance(r, Mapping):
+            continue
+        rows = []
+        for tp in r.get("timepoints") or []:
+            if not isinstance(tp, Mapping):
+                continue
+            views = tp.get("views") if isinstance(tp.get("views"), Mapping) else {}
+
+            def net(v: str) -> str:
+                d = views.get(v) if isinstance(views.get(v), Mapping) else {}
+                return _q(d.get("net") or d.get("roi_primary"), 5)
+
+            rows.append({"time_h": format_number(tp.get("time_h"), 5), "anterior": net("anterior"),
+                         "posterior": net("posterior"), "transmission": _q(tp.get("transmission"), 4),
+                         "thickness": format_number(tp.get("body_thickness_cm"), 4) if _finite(tp.get("body_thickness_cm")) else _DASH,
+                         "activity": _q(tp.get("activity"), 4)})
+        hy = r.get("hybrid_spect") if isinstance(r.get("hybrid_spect"), Mapping) else None
+        regions.append({
+            "name": str(name), "rows": rows,
+            "self_attenuation": format_number(r.get("self_attenuation_factor"), 4) if _finite(r.get("self_attenuation_factor")) else _DASH,
+            "hybrid": None if hy is None else {
+                "spect_time_h": format_number(hy.get("spect_time_h"), 5),
+                "spect_activity": format_number(hy.get("spect_activity_mbq"), 4),
+                "planar_at_spect": format_number(hy.get("planar_at_spect_time_mbq"), 4),
+                "scale": _q(hy.get("scale_factor"), 4),
+                "scale_pct": format_number(hy.get("scale_uncertainty_pct"), 3),
+                "method": str(hy.get("method") or _DASH), "reference": str(hy.get("reference") or _DASH)},
+        })
+    cal = pl.get("calibration") if isinstance(pl.get("calibration"), Mapping) else {}
+    att = pl.get("attenuation") if isinstance(pl.get("attenuation"), Mapping) else {}
+    methods = [
+        ("Method", str(pl.get("method") or _DASH)),
+        ("Scatter", str(pl.get("scatter") or _DASH)),
+        ("Background", str(pl.get("background") or _DASH)),
+        ("Attenuation", str(att.get("method") or _pretty(att) if att else _DASH)),
+        ("Calibration", (f"{format_number(cal.get('sensitivity_cps_per_mbq'))} cps/MBq, "
+                         f"u = {format_number(cal.get('uncertainty_pct'))} %" + (f"; {cal['note']}" if cal.get("note") else ""))
+         if cal else _DASH),
+        ("Delineation uncertainty per activity", f"{format_number(pl.get('activity_uncertainty_pct'))} %"
+         if _finite(pl.get("activity_uncertainty_pct")) else _DASH),
+    ]
+    rois = pl.get("rois") if isinstance(pl.get("rois"), Mapping) else {}
+    if rois:
+        methods.append(("ROIs", f"{rois.get('file', _DASH)} (SHA-256 {rois.get('sha256', _DASH)})"))
+    return {"timepoints": timepoints, "regions": regions, "methods": methods,
+            "other": _kv_rows(pl, skip=_PLANAR_SHOWN)}
+
+
 def build_context(results: Mapping[str, Any], display: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The template context for ``results`` (a deep copy is read; the argument is not touched)
     and the optional display data (``CaseResult.display``: image slices for the figures)."""
@@ -1308,6 +1392,7 @@ def build_context(results: Mapping[str, Any], display: Mapping[str, Any] | None 
         "methods": _methods(doc),
         "calibration_pct": (doc.get("methods") or {}).get("calibration_uncertainty_pct"),
         "imaging": _imaging(doc, display),
+        "planar": _planar(doc),
         "nuclide": _nuclide(doc),
         "icrp107_notice": ICRP107_NOTICE,
         "provenance": _provenance(doc),
