@@ -96,6 +96,29 @@ def test_view_from_detector_orientation_when_there_is_no_view_code(tmp_path):
     np.testing.assert_array_equal(s.counts("posterior", 0), ims["posterior"][0])
 
 
+def test_posterior_stored_upside_down_is_registered_by_its_orientation(tmp_path):
+    """A posterior image whose Image Orientation (Patient) has rows to the patient's left (+x,
+    as the anterior) and columns to the head (+z) is the posterior projection (normal -y) stored
+    upside down, not mirrored left-right: registered to the anterior view by reversing its rows
+    (pixel (r, c) of both views on one AP ray, MIRD 16)."""
+    ims = _images(4)
+    want = ims["posterior"]
+    # the writer reverses the columns of the posterior (as its detector sees it); give it the
+    # image whose column reversal is the upside-down posterior
+    ims = {**ims, "posterior": [a[::-1, ::-1] for a in want]}
+
+    def flip(tag, ds):
+        if tag == "posterior":
+            ds.DetectorInformationSequence[0].ImageOrientationPatient = ["1", "0", "0", "0", "0", "1"]
+
+    _write(tmp_path, ims, image_type="STATIC", layout="per_view", duration_s=300.0,
+           faults=PlanarFaults(orientation_instead_of_view_code=True, mutate=flip))
+    s = read_planar_study(tmp_path / "views")
+    for w in range(len(WIN)):
+        np.testing.assert_array_equal(s.counts("posterior", w), want[w])
+        np.testing.assert_array_equal(s.counts("anterior", w), ims["anterior"][w])
+
+
 def test_no_view_code_and_no_orientation_is_refused(tmp_path):
     (path,) = _write(tmp_path, faults=PlanarFaults(remove_view_codes=True))
     with pytest.raises(InputError, match="cannot tell the anterior from the posterior") as e:
@@ -375,3 +398,24 @@ def test_case_block_validation_and_runtime_errors(isolated):
     with pytest.raises(InputError, match="ROI label map is 10 x 10") as e:
         run_case(parse_case(wrong), base_dir=d)
     assert e.value.source.endswith("small.nii")
+
+
+def test_body_thickness_uncertainty_is_one_correlated_component(isolated):
+    """One AP body thickness serves every time point of a region, so its transmission uncertainty
+    (0.5 mu u_T relative, MIRD 16) is common to all the region's activities: it must enter the TIA
+    once as a correlated component, not as independent noise of each measurement (which a fit
+    would average down)."""
+    d, truth = isolated["kidneys"]
+    doc = planar_case(truth, ("kidneys",), attenuation="thickness")
+    doc["options"] = {"monte_carlo_samples": 0}
+    ref = run_case(parse_case(doc), base_dir=d).results
+    doc["planar_imaging"]["attenuation"]["body_thickness_uncertainty_cm"] = 2.0
+    res = run_case(parse_case(doc), base_dir=d).results
+    # the measurements' own uncertainties do not change with the body thickness's
+    for m0, m1 in zip(ref["regions"]["kidneys"]["measurements"], res["regions"]["kidneys"]["measurements"]):
+        assert m1["activity"]["uncertainty"] == pytest.approx(m0["activity"]["uncertainty"], rel=1e-12)
+    mu = res["planar_imaging"]["mu_tissue_per_cm"]
+    comps = res["regions"]["kidneys"]["time_integrated_activity"]["components"]
+    tia = res["regions"]["kidneys"]["time_integrated_activity"]["value"]
+    scale = [v for c, v in comps.items() if "scale" in c]
+    assert scale and scale[0] == pytest.approx(tia * 0.5 * mu * 2.0, rel=1e-6)

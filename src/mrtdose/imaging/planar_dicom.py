@@ -47,7 +47,9 @@ are therefore mirrored left-right (columns reversed) so that pixel ``(r, c)`` of
 on the same antero-posterior ray (MIRD Pamphlet 16, Siegel et al. 1999, J Nucl Med 40:37S: the
 conjugate views must be registered before the geometric mean). The exception: when both views'
 detector items carry Image Orientation (Patient) and their row directions agree in the x
-component (the vendor already mirrored the posterior), nothing is mirrored; this is recorded.
+component (the vendor already mirrored the posterior), nothing is mirrored; if their column
+directions are then opposite in z (the posterior stored upside down, as its normal -y requires), its
+rows are reversed instead. Both are recorded.
 
 Exposure time (used with the planar sensitivity in cps/MBq)
 -----------------------------------------------------------
@@ -260,6 +262,7 @@ class _File:
     frames: list[_Frame]
     views: dict[int, tuple[str, str]]  # detector -> (view, how)
     row_x: dict[int, float]  # detector -> x component of the row direction (when IOP given)
+    col_z: dict[int, float]  # detector -> z component of the column direction (when IOP given)
     durations: dict[int, tuple[float, str]]  # detector -> (s, source)
     times: list[tuple[datetime, str]]  # (naive or aware time, source keyword)
     offset: timezone | None
@@ -341,10 +344,10 @@ def _code_view(item: Dataset, src: str, where: str) -> str | None:
     return view
 
 
-def _iop_view(item: Dataset, src: str, where: str) -> tuple[str | None, float | None]:
+def _iop_view(item: Dataset, src: str, where: str) -> tuple[str | None, float | None, float | None]:
     iop = _floats(item, "ImageOrientationPatient", src, 6)
     if iop is None:
-        return None, None
+        return None, None, None
     row, col = iop[:3], iop[3:]
     if abs(np.linalg.norm(row) - 1) > 1e-3 or abs(np.linalg.norm(col) - 1) > 1e-3 or abs(row @ col) > 1e-3:
         raise InputError(f"Image Orientation (Patient) {iop.tolist()} is not two orthonormal vectors", source=src,
@@ -354,7 +357,7 @@ def _iop_view(item: Dataset, src: str, where: str) -> tuple[str | None, float | 
         raise InputError("the detector does not face the patient from the front or the back (image normal "
                          f"{np.cross(row, col).round(3).tolist()}): not a conjugate anterior/posterior view",
                          source=src, field=f"{where}.ImageOrientationPatient")
-    return ("anterior" if ny > 0 else "posterior"), float(row[0])
+    return ("anterior" if ny > 0 else "posterior"), float(row[0]), float(col[2])
 
 
 def _duration(ds: Dataset, item: Dataset | None, src: str, image_type: str, where: str,
@@ -440,6 +443,7 @@ def _read_file(path: str, duration_override_s: float | None) -> _File:
 
     views: dict[int, tuple[str, str]] = {}
     row_x: dict[int, float] = {}
+    col_z: dict[int, float] = {}
     durations: dict[int, tuple[float, str]] = {}
     for d in sorted(set(dv)):
         item = det_items[d - 1] if det_items else None
@@ -451,9 +455,9 @@ def _read_file(path: str, duration_override_s: float | None) -> _File:
         if view is None and n_det == 1:
             view = _code_view(ds, src, "")
             how = "ViewCodeSequence"
-        rx = None
+        rx = cz = None
         if item is not None:
-            iop_view, rx = _iop_view(item, src, where)
+            iop_view, rx, cz = _iop_view(item, src, where)
             if view is None and iop_view is not None:
                 view, how = iop_view, f"{where}.ImageOrientationPatient (image normal)"
             elif view is not None and iop_view is not None and iop_view != view:
@@ -466,6 +470,7 @@ def _read_file(path: str, duration_override_s: float | None) -> _File:
         views[d] = (view, how)
         if rx is not None:
             row_x[d] = rx
+            col_z[d] = cz  # type: ignore[assignment]
         durations[d] = _duration(ds, item, src, parts[2], where, duration_override_s)
     if len({v for v, _ in views.values()}) != len(views):
         raise InputError(f"two detectors of the file record the same view ({', '.join(v for v, _ in views.values())})",
@@ -493,7 +498,7 @@ def _read_file(path: str, duration_override_s: float | None) -> _File:
     radio = _radiopharm(_Header(src, ds, "", "NM", ""), "NM", notes)
     radio["path"] = src
     return _File(src, parts[2], (rows, cols), (float(ps[0]), float(ps[1])), _str(ds, "PatientID", src), frames,
-                 views, row_x, durations, times, offset, radio, notes)
+                 views, row_x, col_z, durations, times, offset, radio, notes)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -573,10 +578,14 @@ def read_planar_study(
     fa, da = found["anterior"]
     fp, dp = found["posterior"]
     mirror = True
+    flip_rows = False
     mirror_how = "posterior mirrored left-right (stored as its detector saw it)"
     if da in fa.row_x and dp in fp.row_x and fa.row_x[da] * fp.row_x[dp] > 0:
         mirror = False
         mirror_how = "not mirrored: both detectors' row directions agree (Image Orientation (Patient))"
+        if fa.col_z[da] * fp.col_z[dp] < 0:  # same rows, opposite columns: stored upside down
+            flip_rows = True
+            mirror_how += "; rows reversed: the column directions are opposite (posterior stored upside down)"
         notes.append(f"posterior view {mirror_how}")
 
     views: dict[str, PlanarView] = {}
@@ -586,6 +595,7 @@ def read_planar_study(
             if fr.detector != d:
                 continue
             a = fr.image[:, ::-1] if (view == "posterior" and mirror) else fr.image
+            a = a[::-1, :] if (view == "posterior" and flip_rows) else a
             a = np.ascontiguousarray(a)
             a.flags.writeable = False
             imgs[pos(fr.window)] = a

@@ -33,8 +33,10 @@ background-subtracted geometric-mean photopeak counts of the pixels as weights
 a body thickness per region (``body_thickness_cm: {kidneys: 17}``).
 
 Uncertainty: Poisson counting of every window, view and ROI (propagated by the planar functions)
-plus ``activity_uncertainty_pct`` (delineation, overlap) in quadrature, and the transmission's
-uncertainty from ``body_thickness_uncertainty_cm``, enter each measurement. The calibration
+plus ``activity_uncertainty_pct`` (delineation, overlap) in quadrature enter each measurement. The
+transmission's uncertainty from ``body_thickness_uncertainty_cm`` is common to all time points of a
+region (one thickness): it enters the chain once, as the region's correlated
+``activity_scale_uncertainty_pct`` (with ``hybrid_spect`` it cancels in the scaled curve). The calibration
 uncertainty (``calibration.uncertainty_pct``) is left out of the measurements and enters the
 chain once, as the correlated calibration component (``options.calibration_uncertainty_pct`` when
 that is not set). The activities enter as measurements at the acquisition start, not decay
@@ -227,6 +229,7 @@ def quantify(case: Case, nuclide: Nuclide, base_dir: Path | None, say: Callable[
     u_cal = s_cal * spec.calibration.uncertainty_pct / 100.0
     tp_json: list[dict[str, Any]] = []
     meas: dict[str, list[dict[str, Any]]] = {n: [] for n in masks}
+    trans_rel: dict[str, float] = {n: 0.0 for n in masks}  # relative, common to the region's time points
     reg_json: dict[str, Any] = {n: {"roi_labels": _labels(spec.rois.regions[n]), "roi_area_px": int(masks[n].sum()),
                                     "background_labels": bmap.get(n), "background_area_px":
                                         (int(bmasks[n].sum()) if n in bmasks else None),
@@ -297,7 +300,11 @@ def quantify(case: Case, nuclide: Nuclide, base_dir: Path | None, say: Callable[
                     half_life_h=nuclide.half_life_h)
             except InputError as exc:
                 raise InputError(f"{exc.detail} (region {n})", source=study.files[0], field=where) from None
-            u_count = math.sqrt(sum(v * v for c, v in a.components.items() if c != "calibration"))
+            # calibration and transmission are common to all time points of a region (one sensitivity,
+            # one body thickness or transmission): each enters the chain once, as a correlated component
+            common = ("calibration", "transmission")
+            u_count = math.sqrt(sum(v * v for c, v in a.components.items() if c not in common))
+            trans_rel[n] = a.components.get("transmission", 0.0) / a.value
             u_roi = a.value * spec.activity_uncertainty_pct / 100.0
             u = math.hypot(u_count, u_roi)
             if not u > 0:
@@ -305,8 +312,9 @@ def quantify(case: Case, nuclide: Nuclide, base_dir: Path | None, say: Callable[
             meas[n].append({"time_h": t_h, "activity_mbq": float(a.value), "uncertainty_mbq": float(u)})
             reg_json[n]["timepoints"].append({
                 "time_h": t_h, "activity": Quantity(a.value, u, "MBq", a.method,
-                                                    {**{c: v for c, v in a.components.items() if c != "calibration"},
+                                                    {**{c: v for c, v in a.components.items() if c not in common},
                                                      "delineation": u_roi}).to_json(),
+                "transmission_uncertainty_mbq": a.components.get("transmission", 0.0),
                 "counting_uncertainty_mbq": u_count, "calibration_uncertainty_mbq": a.components.get("calibration", 0.0),
                 "transmission": trans[n].to_json(), "body_thickness_cm": body_t[n], "ct_line_integrals": ct_json,
                 "views": detail})
@@ -329,6 +337,9 @@ def quantify(case: Case, nuclide: Nuclide, base_dir: Path | None, say: Callable[
                              field=f"regions.{n}")
         base = r.model_dump(exclude_none=True)
         base["measurements"] = meas[n]
+        if trans_rel[n] > 0:  # one body thickness for every time point: a common factor of the activities
+            base["activity_scale_uncertainty_pct"] = 100.0 * trans_rel[n]
+        reg_json[n]["transmission_uncertainty_pct"] = 100.0 * trans_rel[n]
         regions[n] = Region.model_validate(base)
     for n, r in case.regions.items():
         if n not in masks and not (r.measurements or r.tia_mbq_h is not None):
