@@ -449,6 +449,9 @@ def test_generic_dicom_octant_expanded_by_symmetry(tmp_path):
             "value", "TIME_INTEGRATED_ACTIVITY_CONCENTRATION"), "not a voxel kernel"),
         (lambda ds: ds.private_block(0x0077, "MRTDOSE 1").__getitem__(0x12).__setattr__("value", "Y-90"),
          "nuclide disagrees"),
+        # a zero scaling would give an all-zero kernel (zero doses), not an error
+        (lambda ds: setattr(ds, "DoseGridScaling", "0"), "Dose Grid Scaling"),
+        (lambda ds: setattr(ds, "DoseGridScaling", "-1e-5"), "Dose Grid Scaling"),
     ],
 )
 def test_dicom_kernel_errors_name_the_file(tmp_path, edit, match):

@@ -310,6 +310,19 @@ def test_unequal_frame_spacing_refused():
         read_rtdose(buf.getvalue())
 
 
+@pytest.mark.parametrize("scaling", ["0", "-0.001"])
+def test_non_positive_dose_grid_scaling_refused(scaling):
+    """Dose Grid Scaling 0 would read as an all-zero dose, a negative one as negative doses:
+    both are corrupt files, refused with an InputError naming the attribute."""
+    ds = pydicom.dcmread(io.BytesIO(_write(_dose())))
+    ds.DoseGridScaling = scaling
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    with pytest.raises(InputError, match="Dose Grid Scaling") as ei:
+        read_rtdose(buf.getvalue())
+    assert ei.value.field == "DoseGridScaling"
+
+
 # ---------------------------------------------------------------- long comments (VR LO)
 
 

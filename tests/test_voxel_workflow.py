@@ -436,3 +436,70 @@ def test_opengate_engine_result_enters_results_with_its_statistics(phantom_dir, 
     stat = liver["components"]["Monte Carlo statistics"]
     assert 0 < stat < 0.02 * liver["value"] * 3 / math.sqrt(n)
     assert "voxel kernel model" not in liver["components"]
+
+
+def test_interfile_kernel_with_data_file_in_a_subfolder(phantom_dir, tmp_path):
+    """An Interfile header may name its data file in another folder ('name of data file :=
+    kdata/k.v', as the reader allows): the kernel's fingerprint hashes that file (it crashed with
+    FileNotFoundError looking for it beside the header)."""
+    d, p = phantom_dir
+    work = tmp_path / "case"
+    work.mkdir()
+    for f in d.iterdir():
+        if f.is_file():
+            (work / f.name).write_bytes(f.read_bytes())
+    k = compute_voxel_kernel("Lu-177", (6.0, 6.0, 6.0), "soft_tissue")
+    a = (k.array_gy_per_bq_s / 1e-9).astype("<f4")
+    (work / "kdata").mkdir()
+    (work / "kdata" / "k.v").write_bytes(a.tobytes())
+    nz, ny, nx = a.shape
+    (work / "k.hv").write_text(
+        "!INTERFILE :=\n!name of data file := kdata/k.v\n!number format := float\n!number of bytes per pixel := 4\n"
+        f"imagedata byte order := LITTLEENDIAN\n!matrix size [1] := {nx}\n!matrix size [2] := {ny}\n"
+        f"!matrix size [3] := {nz}\nscaling factor (mm/pixel) [1] := 6\nscaling factor (mm/pixel) [2] := 6\n"
+        "scaling factor (mm/pixel) [3] := 6\nunit := mGy/(MBq s)\nnuclide := Lu-177\nmedium := soft_tissue\n"
+        "!END OF INTERFILE :=\n")
+    v = run_case(parse_case(_case((work, p), kernel={"file": "k.hv"})), base_dir=work).results["voxel"]
+    assert v["kernel"]["format"] == "interfile" and set(v["kernel"]["files_sha256"]) == {"k.hv", "k.v"}
+    h1 = v["inputs_sha256"]["kernel"]
+    (work / "kdata" / "k.v").write_bytes((a * np.float32(1.0001)).tobytes())  # the data changes: so does the hash
+    v2 = run_case(parse_case(_case((work, p), kernel={"file": "k.hv"})), base_dir=work).results["voxel"]
+    assert v2["inputs_sha256"]["kernel"] != h1
+
+
+def test_opengate_statistics_exclude_air_voxels_whose_dose_is_zeroed(phantom_dir, tmp_path, monkeypatch):
+    """Voxels of air (density < 0.05 g/mL) get dose 0 in the dose map; their Monte Carlo
+    uncertainty (large: energy over a tiny mass) must not enter the region mean's statistical
+    component. Stand-in result: 1 Gy with u = 0.02 Gy in tissue, 100 Gy with u = 50 Gy in air."""
+    from mrtdose.dose import monte_carlo
+
+    d, p = phantom_dir
+    work = tmp_path / "case"
+    work.mkdir()
+    for f in d.iterdir():
+        if f.is_file():
+            (work / f.name).write_bytes(f.read_bytes())
+    liver = np.isin(p["labels"], [PHANTOM_LABELS["liver"]])
+    air_in_liver = np.zeros_like(liver)
+    air_in_liver[tuple(np.argwhere(liver)[:20].T)] = True  # 20 liver voxels of air (e.g. a gas pocket)
+    dens = np.where(air_in_liver, 0.0012, p["density_g_per_ml"])
+    v = Volume(array=dens, spacing_mm=(6.0, 6.0, 6.0), origin_mm=(-100.0, -80.0, 20.0), unit="g/mL", modality="NM")
+    (work / "density.nii.gz").write_bytes(write_nifti(v, compress=True))
+    sidecar_path_for(work / "density.nii.gz").write_bytes(nifti_sidecar_bytes(v))
+
+    def fake_gate(activity, ct, nuclide, **kw):
+        air = np.asarray(ct.array) < 0.05
+        dose = np.where(air, 100.0, 1.0)
+        return monte_carlo.MonteCarloDose(
+            dose=dose, relative_uncertainty=np.where(air, 0.5, 0.02), quantity="absorbed dose", unit="Gy",
+            nuclide=nuclide.name, n_decays_simulated=kw["n_decays"], primaries={}, decays_represented=1.0,
+            local_mev_per_decay=0.0, energy_check={}, materials=(), settings={}, versions={"opengate": "test"})
+
+    monkeypatch.setattr(monte_carlo, "gate_availability",
+                        lambda: monte_carlo.GateAvailability("test", "test", problem=None))
+    monkeypatch.setattr(monte_carlo, "gate_dose_map", fake_gate)
+    res = run_case(parse_case(_case((work, p), engine="opengate", monte_carlo={"n_decays": 5000})), base_dir=work)
+    q = res.results["voxel"]["regions"]["liver"]["absorbed_dose_voxel"]
+    n = int(liver.sum())
+    assert q["value"] == pytest.approx((n - 20) / n)  # the air voxels count as 0 Gy
+    assert q["components"]["Monte Carlo statistics"] == pytest.approx(math.sqrt((n - 20) * 0.02**2) / n, rel=1e-9)

@@ -625,6 +625,9 @@ def read_dicom_kernel(
         scaling = _dicom_float(ds.get("DoseGridScaling"), src, "DoseGridScaling")
         if scaling is None:
             raise InputError("RT Dose without Dose Grid Scaling (3004,000E)", source=src, field="DoseGridScaling")
+        if scaling <= 0:  # 0 would silently make an all-zero kernel, < 0 negative S values
+            raise InputError(f"Dose Grid Scaling (3004,000E) must be > 0, got {scaling:g}", source=src,
+                             field="DoseGridScaling")
         values *= scaling
     else:
         slope = _dicom_float(_functional(ds, "PixelValueTransformationSequence", "RescaleSlope"), src, "RescaleSlope")

@@ -680,6 +680,8 @@ def _grid_volume(ds: Dataset, src: str, need, unit: str) -> Volume:
         raise InputError("Image Position (3), Image Orientation (6) and Pixel Spacing (2) have the wrong number of values", source=src)
     if not (np.all(np.isfinite(ipp)) and np.all(np.isfinite(iop)) and np.all(np.isfinite(ps)) and np.isfinite(scaling)):
         raise InputError("geometry or Dose Grid Scaling is not finite", source=src)
+    if not scaling > 0:  # 0: an all-zero map; < 0: negative values (stored pixels are unsigned)
+        raise InputError(f"Dose Grid Scaling {scaling:g} must be > 0", source=src, field="DoseGridScaling")
     try:
         pix = ds.pixel_array
     except READ_ERRORS as exc:

@@ -291,6 +291,7 @@ def prepare(case: Case, nuclide: Nuclide, base_dir: Path | None, say: Callable[[
     kin_opts: dict[str, Any] = {"mask": body}
     dens_arg = density if (spec.density_correction and spec.density) else None
     mc_json: dict[str, Any] | None = None
+    mc_unc: np.ndarray | None = None  # Monte Carlo statistical uncertainty per voxel (Gy)
     if spec.engine == "opengate":
         from mrtdose.dose import monte_carlo
 
@@ -309,6 +310,7 @@ def prepare(case: Case, nuclide: Nuclide, base_dir: Path | None, say: Callable[[
                                  settings={"kinetics": spec.kinetics, **dict(tia.settings)})
         tia_map = tia.tia_map_mbq_h
         mc_json = res.to_json()
+        mc_unc = np.asarray(res.uncertainty, dtype=np.float64)
         kernel_json["monte_carlo"] = mc_json
     elif spec.engine == "local_deposition":
         tia = vk.voxel_tia(times_h, stack, lam, method=spec.kinetics, **kin_opts)
@@ -344,6 +346,8 @@ def prepare(case: Case, nuclide: Nuclide, base_dir: Path | None, say: Callable[[
         if air.any():
             dose = vdose.VoxelDose(np.where(air, 0.0, dose.dose_gy), dose.route, dose.engine, dose.density_corrected,
                                    dose.method_map, dose.settings, dose.references)
+            if mc_unc is not None:  # a dose set to 0 has no statistical uncertainty
+                mc_unc = np.where(air, 0.0, mc_unc)
             notes.append(f"dose set to 0 in {int(air.sum())} voxels of density < {AIR_DENSITY_G_PER_ML} g/mL (air)")
     rates = None
     if "dose_rate_maps" in spec.outputs:
@@ -356,12 +360,13 @@ def prepare(case: Case, nuclide: Nuclide, base_dir: Path | None, say: Callable[[
         hashes["density"] = files_sha256([_resolve(base_dir, spec.density)])
     if spec.kernel.file:
         kfile = _resolve(base_dir, spec.kernel.file)
-        members = [kfile.parent / n for n in kernel_json.get("files_sha256", {})] or [kfile]
-        hashes["kernel"] = files_sha256(members)
+        # the files themselves (an Interfile data file may lie in another folder than its header)
+        fmt = kernel_json.get("format")
+        hashes["kernel"] = files_sha256(_kernel_member_files(kfile, fmt) if fmt in ("nifti", "interfile") else [kfile])
     step = VoxelStep(spec, ref, times_h, names, region_map, density, density_source, kernel, kernel_json,
                      rho_ref, np.asarray(tia_map, dtype=np.float64), dose, warnings=warnings, notes=notes,
                      inputs_sha256=hashes, dose_rate_maps_gy_per_h=rates,
-                     dose_uncertainty_gy=None if mc_json is None else np.asarray(res.uncertainty, dtype=np.float64))
+                     dose_uncertainty_gy=mc_unc)
     if spec.patient_specific_s_values and kernel is not None:
         say("voxel: patient-specific S-values")
         s, masses = vdose.patient_specific_s_values(
