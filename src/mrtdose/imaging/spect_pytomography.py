@@ -16,8 +16,9 @@ of the acquisition) and an attenuation map (1/cm at the photopeak,
    section 3.2). The reconstruction either models it exactly (``scatter_corrected=True``: the
    expected scatter is the likelihood's additive term, an ideal scatter estimate) or ignores it
    (biased high by about the SPR).
-3. **Poisson noise** on the projections (numpy, seeded: the same seed gives the same counts on any
-   torch device).
+3. **Poisson noise** on the projections (numpy, seeded: the same seed draws the same noise sequence on
+   any torch device; the expected projections are float32 torch output, so counts may still differ
+   slightly between devices).
 4. **OSEM** (Hudson & Larkin 1994, IEEE Trans Med Imaging 13:601) with ``iterations`` x
    ``subsets``, modelling attenuation (unless ``attenuation_corrected=False``) and the same CDR.
 
@@ -418,7 +419,7 @@ def simulate_spect_pytomography(
     if not np.all(np.isfinite(a)) or a.min() < 0:
         raise InputError("activity map must be finite and non-negative", field="activity.array")
     if not np.all(np.isfinite(mu)) or mu.min() < 0 or mu.max() > 5.0:
-        raise InputError("attenuation map must be finite, >= 0 and <= 5 /cm (is it in 1/mm or HU?)",
+        raise InputError("attenuation map must be finite, >= 0 and <= 5 /cm (is it in 1/m or HU?)",
                          field="mu_per_cm.array")
     nz, ny, nx = a.shape
     dx_mm, dy_mm, dz_mm = a_vol.spacing_mm
