@@ -300,3 +300,44 @@ def test_case_schema_for_beds():
         ImagingTimepoint.model_validate({"spect": ["a", "a"]})
     with pytest.raises(ValueError, match="needs a list of beds"):
         ImagingTimepoint.model_validate({"spect": "a", "series_uid": ["1"]})
+
+
+def test_nifti_beds_take_the_time_points_time_override(tmp_path):
+    """NIfTI beds whose sidecars have no acquisition time, with the time point's ``time:`` given
+    (the documented way for files without time headers): every bed carries that time, the join
+    keeps it (no decay between beds) and each region's activity is the analytic sum of its voxels
+    (label count x 0.064 mL x Bq/mL; rtol 1e-9: float sums of integers). Before the fix the beds
+    were joined with no time and the run stopped on an assertion."""
+    import json
+
+    from mrtdose.imaging.nifti import write_nifti
+    from mrtdose.workflow.case import parse_case
+    from mrtdose.workflow.pipeline import run_case
+
+    times_h = (4.0, 24.0, 96.0)
+    labels, maps = _activity_maps(times_h)
+    origin = (-18.0, -18.0, 200.0)
+    tps = []
+    for n, (t_h, a) in enumerate(zip(times_h, maps)):
+        files = []
+        for b, (k0, k1) in enumerate(((0, 20), (12, 36))):
+            vol = Volume(array=a[k0:k1], spacing_mm=(4.0, 4.0, 4.0), unit="Bq/mL", modality="NM",
+                         origin_mm=(origin[0], origin[1], origin[2] + 4.0 * k0))
+            (tmp_path / f"tp{n}_bed{b}.nii.gz").write_bytes(write_nifti(vol, compress=True))
+            (tmp_path / f"tp{n}_bed{b}.json").write_text(json.dumps({"unit": "Bq/mL"}))
+            files.append(f"tp{n}_bed{b}.nii.gz")
+        tps.append({"spect": files, "time": (T0 + timedelta(hours=t_h)).isoformat()})
+    lab = Volume(array=labels, spacing_mm=(4.0, 4.0, 4.0), unit="1", origin_mm=origin)
+    (tmp_path / "labels.nii.gz").write_bytes(write_nifti(lab, compress=True))
+    doc = {"patient": {"id": "MB-1"}, "radiopharmaceutical": "Lu-177-DOTATATE",
+           "administration": {"activity_mbq": 7400, "time": T0.isoformat()},
+           "imaging": {"timepoints": tps, "registration": "none",
+                       "regions": {"labels": {"file": "labels.nii.gz",
+                                              "regions": {"liver": 1, "kidneys": 2, "spleen": 3}}}},
+           "options": {"monte_carlo_samples": 0}}
+    im = run_case(parse_case(doc), base_dir=tmp_path).results["imaging"]
+    assert [round(t["time_h"], 9) for t in im["timepoints"]] == list(times_h)
+    assert all(t["time_source"].startswith("earliest bed start (time (case override))") for t in im["timepoints"])
+    for n, lab_value in (("liver", 1), ("kidneys", 2), ("spleen", 3)):
+        truth = [float(a[labels == lab_value].sum()) * 0.064 / 1e6 for a in maps]
+        np.testing.assert_allclose(im["regions"][n]["activities_mbq"], truth, rtol=1e-9)

@@ -344,3 +344,24 @@ def test_metaimage_errors_name_the_file(tmp_path):
         read_metaimage(_good_file(tmp_path), unit="Gy")
     with pytest.raises(InputError, match="file not found"):
         read_metaimage(tmp_path / "missing.mhd", unit="Gy")
+
+
+def test_metaimage_source_files_include_the_data_file(tmp_path):
+    """The voxels of a .mhd live in the file ElementDataFile names: it must be among the source
+    files, so that the provenance hash (workflow.provenance.files_sha256) changes when the data
+    change. A .mha with LOCAL data has no other file."""
+    import SimpleITK as sitk
+
+    from mrtdose.imaging.metaimage import read_metaimage
+    from mrtdose.workflow.provenance import files_sha256
+
+    base = "ObjectType = Image\nNDims = 3\nDimSize = 2 2 2\nElementType = MET_SHORT\nElementSpacing = 1 1 1\n"
+    p = _mhd(tmp_path, base, np.zeros(8, "<i2").tobytes())
+    v = read_metaimage(p, unit="counts")
+    assert v.source_files == (str(p), str(tmp_path / "x.raw"))
+    before = files_sha256(v.source_files)
+    (tmp_path / "x.raw").write_bytes(np.ones(8, "<i2").tobytes())
+    assert files_sha256(read_metaimage(p, unit="counts").source_files) != before
+    mha = tmp_path / "y.mha"
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((2, 2, 2), np.int16)), str(mha))
+    assert read_metaimage(mha, unit="counts").source_files == (str(mha),)

@@ -103,6 +103,38 @@ def load_metaimage_arrays(path: str | Path) -> tuple[np.ndarray, tuple[float, fl
     return array, spacing, origin, direction, descrip  # type: ignore[return-value]
 
 
+def data_files(path: str | Path) -> tuple[str, ...]:
+    """The files holding the voxels of a MetaImage header (``ElementDataFile``), relative to the
+    header's folder: none for ``LOCAL`` (data in the ``.mha`` itself), the listed files for
+    ``LIST``, the expanded names for a ``printf`` pattern (``name%03d.raw min max [step]``), else the
+    one file named. Only files that exist are returned (a missing one is the reader's error)."""
+    p = Path(path)
+    names: list[str] = []
+    with open(p, "rb") as fh:
+        lines = iter(fh)
+        for raw in lines:
+            key, sep, value = raw.decode("latin-1").partition("=")
+            if not sep or key.strip() != "ElementDataFile":
+                continue
+            value = value.strip()
+            parts = value.split()
+            if value.upper() == "LOCAL":
+                pass
+            elif parts and parts[0].upper() == "LIST":
+                names = [ln.decode("latin-1").strip() for ln in lines if ln.strip()]
+            elif "%" in value and len(parts) >= 3:
+                try:  # pattern min max [step [sub-dimension]] (MetaIO)
+                    lo, hi, step = int(parts[1]), int(parts[2]), int(parts[3]) if len(parts) > 3 else 1
+                    names = [parts[0] % i for i in range(lo, hi + 1, step or 1)]
+                except (ValueError, TypeError):
+                    names = [value]
+            else:
+                names = [value]
+            break
+    out = [q if q.is_absolute() else p.parent / q for q in (Path(n) for n in names)]
+    return tuple(str(q) for q in out if q.is_file())
+
+
 def read_metaimage(
     path: str | Path,
     sidecar: str | Path | Mapping[str, Any] | None = None,
@@ -114,6 +146,8 @@ def read_metaimage(
 
     ``sidecar``, ``unit`` and ``modality`` as in :func:`mrtdose.imaging.nifti.read_nifti`: the
     sidecar ``<stem>.json`` is used when it exists; the unit must come from it or the argument.
+    The source files are the header, the data file(s) it names (:func:`data_files`, so that a
+    provenance hash covers the voxels) and the sidecar.
 
     Example
     -------
@@ -131,7 +165,8 @@ def read_metaimage(
     p = Path(path)
     array, spacing, origin, direction, descrip = load_metaimage_arrays(p)
     return volume_with_sidecar(array, spacing_mm=spacing, origin_mm=origin, direction=direction, path=p,
-                               sidecar=sidecar, unit=unit, modality=modality, header_description=descrip)
+                               sidecar=sidecar, unit=unit, modality=modality, header_description=descrip,
+                               data_files=data_files(p))
 
 
-__all__ = ("METAIMAGE_SUFFIXES", "is_metaimage", "load_metaimage_arrays", "read_metaimage")
+__all__ = ("METAIMAGE_SUFFIXES", "data_files", "is_metaimage", "load_metaimage_arrays", "read_metaimage")

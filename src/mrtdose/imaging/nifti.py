@@ -305,11 +305,13 @@ def volume_with_sidecar(
     unit: str | None,
     modality: str | None,
     header_description: str = "",
+    data_files: tuple[str, ...] = (),
 ) -> Volume:
     """A :class:`Volume` from an array ``[k, j, i]`` and LPS geometry read from ``path``, with
     unit, acquisition time, modality and description from the sidecar (module docstring) or the
     arguments. Shared by the NIfTI and MetaImage readers; the rules are those of
-    :func:`read_nifti`."""
+    :func:`read_nifti`. ``data_files``: files holding the voxels apart from ``path`` (a MetaImage
+    ``.raw``), listed in the source files after ``path`` so that their hashes cover the data."""
     src = str(path)
     p = Path(path)
     if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
@@ -339,7 +341,7 @@ def volume_with_sidecar(
     descrip = sidecar_text(doc, "description", side_src)
     if descrip is None:
         descrip = header_description
-    files = (src,) + ((side_src,) if side_src and side_src != "sidecar" else ())
+    files = (src,) + tuple(data_files) + ((side_src,) if side_src and side_src != "sidecar" else ())
     return Volume(
         array=array,
         spacing_mm=spacing_mm,

@@ -200,8 +200,9 @@ def read_totalsegmentator_output(
     """Masks (by class name, on ``reference``'s grid) from TotalSegmentator's output at ``path``:
     a multilabel NIfTI or a folder of ``<class>.nii.gz`` files (module docstring).
 
-    ``classes``: only these (all classes when ``None``); a requested class absent from the output
-    gets an empty mask (the caller decides whether that is an error).
+    ``classes``: only these (all classes when ``None``). A requested class absent from a folder of
+    per-class files gets an empty mask (the caller decides whether that is an error); absent from
+    a multilabel file's label table, it is an :class:`InputError`.
     """
     p = Path(path)
     src = str(p)

@@ -167,6 +167,8 @@ def _read_image(path: Path, kind: str, tp: Any, where: str, tz: str | None,
                 f"the sidecar {sidecar_path_for(path).name}, or give {where}.time -- the time is never guessed",
                 source=str(path), field=f"{where}.time",
             )
+        if t is not None and t != vol.acquisition_time:  # the volume carries the time used (beds are joined by it)
+            vol = vol.with_array(vol.array, unit=vol.unit, acquisition_time=t)
         src = "time (case override)" if time_override is not None else f"sidecar {side.source}"
         return vol, _Meta(fmt, vol.source_files, t, src, side.acquisition_duration_s,
                           f"sidecar {side.source}" if side.acquisition_duration_s else None,
