@@ -4,7 +4,9 @@ Common module (PS3.10 section 7.1; PS3.3 C.12.1)."""
 from __future__ import annotations
 
 import io
+import os
 import struct
+import tempfile
 from pathlib import Path
 
 import pydicom
@@ -52,3 +54,25 @@ def new_dataset(sop_class_uid: str) -> tuple[Dataset, str]:
     ds.SOPClassUID = sop_class_uid
     ds.SOPInstanceUID = sop_uid
     return ds, sop_uid
+
+
+def write_dataset_atomic(ds: Dataset, path: Path, truncate: float | None = None) -> Path:
+    """Write ``ds`` as a DICOM file at ``path`` atomically (a temporary file in the same folder,
+    renamed into place; the folder is created). ``truncate``: keep only that fraction of the
+    bytes (fault injection for tests of corrupt files)."""
+    buf = io.BytesIO()
+    pydicom.dcmwrite(buf, ds, enforce_file_format=True)
+    data = buf.getvalue()
+    if truncate is not None:
+        data = data[: int(len(data) * truncate)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp_", suffix=".dcm")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path

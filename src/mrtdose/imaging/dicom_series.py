@@ -669,8 +669,9 @@ def _decode_pixels(ds: Dataset, src: str, n_frames: int, rows: int, cols: int) -
     return pix.reshape(n_frames, rows, cols)
 
 
-def _file_slices(h: _Header, full: Dataset | None, modality: str, use_vendor_scale: bool) -> tuple[list[_Slice], _Scaling]:
-    ds, src = (full if full is not None else h.ds), h.path
+def _image_matrix(ds: Dataset, src: str) -> tuple[int, int, np.ndarray, int]:
+    """Rows, Columns, Pixel Spacing ([dy, dx] mm) and Number of Frames (default 1) of an image,
+    checked (Image Pixel module C.7.6.3, Multi-frame module C.7.6.6)."""
     rows = _int(ds, "Rows", src, required=True)
     cols = _int(ds, "Columns", src, required=True)
     assert rows is not None and cols is not None
@@ -683,6 +684,12 @@ def _file_slices(h: _Header, full: Dataset | None, modality: str, use_vendor_sca
     n_frames = _int(ds, "NumberOfFrames", src) or 1
     if n_frames < 1:
         raise InputError(f"Number of Frames is {n_frames}", source=src, field="NumberOfFrames")
+    return rows, cols, ps, n_frames
+
+
+def _file_slices(h: _Header, full: Dataset | None, modality: str, use_vendor_scale: bool) -> tuple[list[_Slice], _Scaling]:
+    ds, src = (full if full is not None else h.ds), h.path
+    rows, cols, ps, n_frames = _image_matrix(ds, src)
     sop_uid = _str(ds, "SOPInstanceUID", src)
     thickness = _float(ds, "SliceThickness", src)
     slope, intercept, factor, sc = _scaling(ds, src, modality, use_vendor_scale)

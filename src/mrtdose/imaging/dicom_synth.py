@@ -28,9 +28,7 @@ Value encoding (reproduced by the reader exactly, up to the stated quantisation)
 
 from __future__ import annotations
 
-import io
 import os
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -51,7 +49,7 @@ from pydicom.valuerep import format_number_as_ds
 from mrtdose import __version__
 from mrtdose.errors import InputError
 from mrtdose.imaging.volume import Volume
-from mrtdose.imaging.dicom_common import new_dataset
+from mrtdose.imaging.dicom_common import new_dataset, write_dataset_atomic
 
 __all__ = ["Faults", "write_ct_series", "write_nm_series", "write_pt_series"]
 
@@ -239,22 +237,6 @@ def _finish(ds: Dataset, k: int, faults: Faults) -> Dataset:
     return ds
 
 
-def _write(ds: Dataset, path: Path, truncate: float | None) -> Path:
-    buf = io.BytesIO()
-    pydicom.dcmwrite(buf, ds, enforce_file_format=True)
-    data = buf.getvalue()
-    if truncate is not None:
-        data = data[: int(len(data) * truncate)]
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp_", suffix=".dcm")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def _slices_along_k(volume: Volume) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
@@ -309,7 +291,7 @@ def write_ct_series(
         ds.RescaleType = "HU"
         _pixels(ds, stored[k], signed=True)
         _finish(ds, k, faults)
-        paths.append(_write(ds, out_dir / f"CT_{k:04d}.dcm", faults.truncate.get(k)))
+        paths.append(write_dataset_atomic(ds, out_dir / f"CT_{k:04d}.dcm", faults.truncate.get(k)))
     return paths
 
 
@@ -389,7 +371,7 @@ def write_pt_series(
             blk = ds.private_block(0x7053, "Philips PET Private Group", create=True)
             blk.add_new(0x09, "DS", _ds([philips_activity_scale])[0])
         _finish(ds, k, faults)
-        paths.append(_write(ds, out_dir / f"PT_{k:04d}.dcm", faults.truncate.get(k)))
+        paths.append(write_dataset_atomic(ds, out_dir / f"PT_{k:04d}.dcm", faults.truncate.get(k)))
     return paths
 
 
@@ -481,4 +463,4 @@ def write_nm_series(
     _finish(ds, 0, faults)
     if 0 in faults.drop_slices:
         return []
-    return [_write(ds, out_dir / "NM_0000.dcm", faults.truncate.get(0))]
+    return [write_dataset_atomic(ds, out_dir / "NM_0000.dcm", faults.truncate.get(0))]

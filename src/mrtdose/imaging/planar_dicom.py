@@ -106,6 +106,7 @@ from mrtdose.imaging.dicom_series import (  # private helpers, reused as they ar
     _gather,
     _has_dicm,
     _Header,
+    _image_matrix,
     _int,
     _localize,
     _pair,
@@ -413,18 +414,7 @@ def _read_file(path: str, duration_override_s: float | None) -> _File:
     units = _str(ds, "Units", src)
     if units is not None and units.upper() != "CNTS":
         raise InputError(f"Units {units!r}: planar quantification needs counts (CNTS)", source=src, field="Units")
-    rows = _int(ds, "Rows", src, required=True)
-    cols = _int(ds, "Columns", src, required=True)
-    assert rows is not None and cols is not None
-    if rows <= 0 or cols <= 0:
-        raise InputError(f"image size {rows} x {cols} is empty", source=src, field="Rows")
-    ps = _floats(ds, "PixelSpacing", src, 2, required=True)
-    assert ps is not None
-    if np.any(ps <= 0):
-        raise InputError(f"Pixel Spacing must be positive, got {ps.tolist()}", source=src, field="PixelSpacing")
-    n_frames = _int(ds, "NumberOfFrames", src) or 1
-    if n_frames < 1:
-        raise InputError(f"Number of Frames is {n_frames}", source=src, field="NumberOfFrames")
+    rows, cols, ps, n_frames = _image_matrix(ds, src)
     windows = _windows(ds, src, notes)
     det_items = _items(ds, "DetectorInformationSequence", src)
     n_det = _int(ds, "NumberOfDetectors", src) or max(len(det_items), 1)

@@ -24,9 +24,7 @@ no view codes (optionally with Image Orientation (Patient) instead), a cropped v
 
 from __future__ import annotations
 
-import io
 import os
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -41,7 +39,7 @@ from pydicom.valuerep import format_number_as_ds
 
 from mrtdose import __version__
 from mrtdose.errors import InputError
-from mrtdose.imaging.dicom_common import new_dataset
+from mrtdose.imaging.dicom_common import new_dataset, write_dataset_atomic
 from mrtdose.imaging.planar_dicom import ANTERIOR_CODE, POSTERIOR_CODE, VIEWS
 
 __all__ = ["PlanarFaults", "write_planar_nm"]
@@ -111,23 +109,6 @@ def _counts(a: np.ndarray, what: str) -> np.ndarray:
     return arr.astype("<u2")
 
 
-def _write(ds: Dataset, path: Path, truncate: float | None) -> Path:
-    buf = io.BytesIO()
-    pydicom.dcmwrite(buf, ds, enforce_file_format=True)
-    data = buf.getvalue()
-    if truncate is not None:
-        data = data[: int(len(data) * truncate)]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp_", suffix=".dcm")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def _dataset(*, image_type: str, patient_id: str, study_uid: str, series_uid: str, description: str,
@@ -322,10 +303,10 @@ def write_planar_nm(
     if layout == "multiframe":
         path = Path(out)
         ds = finish(_dataset(**common), views, "all")
-        return [_write(ds, path, faults.truncate)]
+        return [write_dataset_atomic(ds, path, faults.truncate)]
     d = Path(out)
     paths = []
     for view in views:
         ds = finish(_dataset(**common), [view], view)
-        paths.append(_write(ds, d / f"{view}.dcm", faults.truncate))
+        paths.append(write_dataset_atomic(ds, d / f"{view}.dcm", faults.truncate))
     return paths
