@@ -96,13 +96,21 @@ def _acts(res, name):
 
 def test_whole_body_and_remainder_of_body(patient, baseline):
     """Whole body = activity in the CT body outline. Truth: the simulated activity in the field of
-    view, less at most the lungs': the stylised phantom's lungs touch its skin at 4.8 mm voxels, so
-    the HU outline (low-HU voxels connected to the air outside are outside the body) leaves part
-    of them out. Besides, the 10 mm FWHM blur spreads counts into the air around the body and
-    beyond the ends of the field of view: a loss of at most 2.5 % here (measured 1.2-2 %). So
-    0.975 (total - lungs) < whole body < total, and for the CT masses body - lungs <= whole body
-    <= body. Remainder + regions = whole body to rounding (1e-9), by construction of the
-    fractional occupancies; the remainder's mass is the whole body's less the regions'."""
+    view. The phantom's lungs lie inside the trunk behind a >= 10 mm chest wall
+    (tests/test_virtual_patient.py::test_lungs_lie_inside_the_body_outline_with_a_chest_wall), so
+    the HU outline (threshold + hole filling) is exactly the phantom's body: the whole-body mass
+    equals the truth's body mass to the case's rounding (0.001 g; no lung allowance any more --
+    the earlier lungs touched the skin and the outline lost 43 % of their voxels). The activity
+    still loses what the 10 mm FWHM blur spreads into the air around the body and beyond the ends
+    of the field of view: 3.0, 2.8 and 1.8 % of the total at 4, 24 and 96 h (the light model's
+    blur without noise on this anatomy, 0.2-0.4 % of it beyond the field of view's ends; the
+    remainder's share of the activity, at the skin, falls with time; Poisson noise on the total
+    < 0.1 %). The former "at most 2.5 %, measured 1.2-2 %" was measured against total - lungs,
+    where the lung voxels kept inside the outline hid part of the loss; with the same physics the
+    old anatomy gives the same 3.0 % against the label map's body. So 0.965 total < whole body <
+    total (tighter than the former 0.975 (total - lungs) = 0.953-0.962 total at every time point).
+    Remainder + regions = whole body to rounding (1e-9), by construction of the fractional
+    occupancies; the remainder's mass is the whole body's less the regions'."""
     d, truth = patient
     res = baseline
     im = res["imaging"]
@@ -111,14 +119,13 @@ def test_whole_body_and_remainder_of_body(patient, baseline):
     assert im["remainder"]["excluded_regions"] == list(REGIONS)
     for i, tp in enumerate(truth["time_points"]):
         total = tp["true_total_activity_in_fov_mbq"]
-        lungs = truth["regions"]["lungs"]["activity_mbq"][i]
         wb = _acts(res, "whole_body")[i]
-        assert 0.975 * (total - lungs) < wb < total, (i, wb, total, lungs)
+        assert 0.965 * total < wb < total, (i, wb, total)
         parts = _acts(res, "remainder_of_body")[i] + sum(_acts(res, n)[i] for n in REGIONS)
         assert parts == pytest.approx(wb, rel=1e-9)
-    body, lungs = truth["regions"]["body"]["mass_g"], truth["regions"]["lungs"]["mass_g"]
+    body = truth["regions"]["body"]["mass_g"]
     wb_mass = res["regions"]["whole_body"]["mass"]["value"]
-    assert body - lungs - 0.01 <= wb_mass <= body + 0.01  # masses are rounded to 0.001 g in the case
+    assert wb_mass == pytest.approx(body, abs=0.01)  # masses are rounded to 0.001 g in the case
     regions_mass = sum(res["regions"][n]["mass"]["value"] for n in REGIONS)
     assert regions_mass == pytest.approx(sum(truth["regions"][n]["mass_g"] for n in REGIONS), rel=1e-3)
     assert res["regions"]["remainder_of_body"]["mass"]["value"] == pytest.approx(wb_mass - regions_mass, abs=0.01)

@@ -197,6 +197,39 @@ def test_bundle_size_under_10_mb(default_patient):
     assert size < 10e6
 
 
+def test_lungs_lie_inside_the_body_outline_with_a_chest_wall():
+    """The lungs are inside the trunk with >= 10 mm of chest wall everywhere (vp.CHEST_WALL_MIN_MM),
+    so the CT body outline (regions.body_mask: threshold + hole filling) keeps them in the body.
+    The earlier lungs came within 1.4 mm of the skin: the outline left 43 % of their voxels out."""
+    from mrtdose.imaging.regions import body_mask
+
+    trunk = vp.BODY[0]
+    bx, by = trunk.semi_axes_mm[:2]
+    t = np.linspace(0.0, 2.0 * np.pi, 4000)
+    edge = np.stack([bx * np.cos(t), by * np.sin(t)], axis=1)  # the trunk's outline (a cylinder along z)
+    for s in vp.STRUCTURES:
+        if s.tissue != "lung":
+            continue
+        (cx, cy, cz), (ax, ay, az) = s.centre_mm, s.semi_axes_mm
+        # the widest axial section (z = cz) is the binding one: the others are smaller ellipses, same centre
+        u = np.linspace(0.0, 2.0 * np.pi, 720)
+        pts = np.stack([cx + ax * np.cos(u), cy + ay * np.sin(u)], axis=1)
+        assert np.all((pts[:, 0] / bx) ** 2 + (pts[:, 1] / by) ** 2 < 1.0), s.name
+        wall = np.min(np.linalg.norm(pts[:, None, :] - edge[None, :, :], axis=2))
+        assert wall >= vp.CHEST_WALL_MIN_MM, (s.name, wall)
+        assert trunk.centre_mm[2] + trunk.semi_axes_mm[2] - (cz + az) >= vp.CHEST_WALL_MIN_MM, s.name  # apex
+    grid = vp.grid_volume()
+    labels = vp.label_map(grid)
+    ct = grid.with_array(vp.ct_from_labels(labels), unit="HU", modality="CT")
+    lungs = np.isin(labels, [vp.LABELS["lung_left"], vp.LABELS["lung_right"]])
+    assert lungs.sum() * grid.voxel_volume_ml > 2000.0  # 2.16 L of lung voxels (bases taken by liver, spleen)
+    body = body_mask(ct)
+    assert (body & lungs).sum() >= 0.995 * lungs.sum(), (body & lungs).sum() / lungs.sum()
+    # voxelised: at least two voxels of soft tissue between every lung voxel and the air (4.8 mm voxels)
+    dist = ndimage.distance_transform_edt(labels > 0, sampling=grid.spacing_mm[::-1])
+    assert dist[lungs].min() > 2.5 * grid.spacing_mm[0]
+
+
 def test_constants_match_the_reference_data():
     from mrtdose.imaging.density import density_from_ct
     from mrtdose.imaging.volume import Volume
@@ -317,6 +350,11 @@ def test_ct_at_the_first_time_point_only(tmp_path):
     assert not (tmp_path / tr["time_points"][1]["name"] / "CT").exists()
     case = vp.imaging_case(tr)
     assert "ct" in case["imaging"]["timepoints"][0] and "ct" not in case["imaging"]["timepoints"][1]
+    assert case["imaging"]["registration"] == "none"
+    with pytest.raises(InputError, match="CT at every time point"):  # rigid registration needs every CT
+        vp.imaging_case(tr, registration="rigid")
+    with pytest.raises(InputError, match="registration"):
+        vp.imaging_case(tr, registration="deformable")
 
 
 # ----------------------------------------------------------------------------- the bundled demo patient
@@ -337,7 +375,7 @@ def test_bundled_example_data_under_20_mb():
     print(f"bundled example data: {len(files_)} files, {size / 1e6:.2f} MB")
     assert size < 20e6
     vp_files = [f for f in _bundled_dir().rglob("*") if f.is_file()]
-    assert len(vp_files) < 200  # CT at the first time point only: ~120 files
+    assert len(vp_files) < 500  # a CT (112 slices) at each of the 4 time points: ~460 files
 
 
 @pytest.fixture(scope="module")
@@ -356,7 +394,17 @@ def bundled_results():
 def test_bundled_patient_is_what_its_truth_says(bundled_results):
     res, truth = bundled_results
     assert truth["spect_model"]["backend"] == "pytomography"
-    assert truth["ct_time_points"] == "first" and len(truth["time_points"]) == 4
+    assert truth["ct_time_points"] == "all" and len(truth["time_points"]) == 4
+    # a SPECT/CT session per time point, each in its own frame of reference: the demo registers the
+    # CTs rigidly (carried to the SPECT) and so does not warn about frames of reference
+    assert all(tp["ct_dir"] for tp in truth["time_points"])
+    assert len({tp["frame_of_reference_uid"] for tp in truth["time_points"]}) == 4
+    reg = res["imaging"]["registration"]
+    assert [r["method"] for r in reg] == ["reference"] + ["rigid CT-to-CT"] * 3
+    # the patient lies in the same place in every session: the registration finds (nearly) the identity
+    for r in reg[1:]:
+        assert r["quality"]["body_dice"] > 0.99 and r["quality"]["body_mean_surface_distance_mm"] < 1.0, r
+    assert not any("frames of reference" in w for w in res["warnings"])
     assert [round(tp["time_h"], 3) for tp in res["imaging"]["timepoints"]] == [tp["time_h"] for tp in truth["time_points"]]
     assert truth["bundle"]["script"] == "scripts/make_demo_patient.py"
     # the regeneration script exists where the truth says

@@ -218,14 +218,28 @@ def _cyl(name, tissue, xy, axy, h_lo, h_hi):
 BODY = (_cyl("trunk", "soft_tissue", (0.0, 0.0), (140.0, 100.0), -1000.0, 450.0),
         _cyl("head_neck", "soft_tissue", (0.0, 0.0), (75.0, 65.0), 450.0, 2000.0))
 
+#: Lungs: ellipsoids (semi-axes 52 x 72 x 77 mm, 1.21 L each, centred 64 mm either side of the
+#: midline, h = 363 mm), the same analytic volume as the earlier 55 x 75 x 70 mm lungs (2.42 L both;
+#: stylised, axially compressed like the rest of the anatomy, not a reference value). Shape and
+#: place are fixed by the trunk above: every point of a lung is at least 11.7 mm inside the trunk's
+#: outline (a chest wall of soft tissue -- no ribs are modelled -- of >= 10 mm everywhere, as in a
+#: real thorax; the earlier lungs came within 1.4 mm of the skin, so the CT body outline left part of
+#: them outside the body), the apices 10 mm below the shoulders (h = 450 mm), 24 mm of mediastinum
+#: between them. The liver and spleen (painted later) take the lungs' bases: 2.16 L of lung voxels
+#: remain on the default grid (truth.json).
+LUNG_CENTRE_MM = (64.0, 0.0, 363.0)
+LUNG_SEMI_AXES_MM = (52.0, 72.0, 77.0)
+#: Minimum chest-wall thickness (mm) between a lung and the trunk's outline (checked in the tests).
+CHEST_WALL_MIN_MM = 10.0
+
 #: Lesion diameters (mm): NEMA NU 2-2018 / IEC 61675-1 body-phantom spheres.
 LESION_DIAMETERS_MM = (37.0, 28.0, 22.0, 17.0, 13.0)
 
 #: Structures painted in this order inside the body (later ones win where they overlap).
 #: (x, y, h) centres in mm (x to the patient's left, y posterior, h above the pelvic floor).
 STRUCTURES: tuple[Structure, ...] = (
-    _ell("lung_left", "lung", (70.0, 5.0, 370.0), (55.0, 75.0, 70.0)),
-    _ell("lung_right", "lung", (-70.0, 5.0, 370.0), (55.0, 75.0, 70.0)),
+    _ell("lung_left", "lung", LUNG_CENTRE_MM, LUNG_SEMI_AXES_MM),
+    _ell("lung_right", "lung", (-LUNG_CENTRE_MM[0], *LUNG_CENTRE_MM[1:]), LUNG_SEMI_AXES_MM),
     _ell("liver", "liver", (-50.0, -15.0, 270.0), (90.0, 65.0, 70.0)),
     _ell("spleen", "spleen", (95.0, 30.0, 300.0), (25.0, 32.0, 45.0)),
     _ell("kidney_left_cortex", "kidney", (75.0, 50.0, 215.0), (28.0, 23.0, 50.0)),
@@ -753,9 +767,16 @@ def simulate_patient(
 
 
 def imaging_case(truth: dict[str, Any], regions: tuple[str, ...] = ("liver", "kidneys", "spleen", "lesion_1", "lesion_3"),
-                 *, calibration_uncertainty_pct: float = 3.0) -> dict[str, Any]:
+                 *, calibration_uncertainty_pct: float = 3.0, registration: str = "none") -> dict[str, Any]:
     """A case document measuring ``regions`` from a simulated patient's DICOM (paths relative to
-    the patient's directory): the imaging block, lesions marked as lesions."""
+    the patient's directory): the imaging block, lesions marked as lesions. ``registration``:
+    the imaging block's ``"none"`` (default) or ``"rigid"`` (needs a CT at every time point:
+    ``ct_time_points="all"``)."""
+    if registration not in ("none", "rigid"):
+        raise InputError(f"registration must be 'none' or 'rigid', got {registration!r}", field="registration")
+    if registration == "rigid" and not all(tp.get("ct_dir") for tp in truth["time_points"]):
+        raise InputError("rigid registration needs a CT at every time point (ct_time_points='all')",
+                         field="registration")
     tps = [{"spect": tp["nm_dir"], **({"ct": tp["ct_dir"]} if tp.get("ct_dir") else {})} for tp in truth["time_points"]]
     return {
         "patient": {"id": truth["patient_id"]},
@@ -767,7 +788,7 @@ def imaging_case(truth: dict[str, Any], regions: tuple[str, ...] = ("liver", "ki
             "calibration": {"sensitivity_cps_per_mbq": truth["calibration"]["sensitivity_cps_per_mbq"],
                             "uncertainty_pct": calibration_uncertainty_pct},
             "regions": {"rtstruct": truth["rtstruct"]["file"], "names": {n: n for n in regions}},
-            "registration": "none",
+            "registration": registration,
         },
         "regions": {n: {"kind": "lesion"} for n in regions if n.startswith("lesion")},
         "notes": "Virtual patient simulated by mrtdose (workflow.virtual_patient); not patient data.",
