@@ -140,10 +140,10 @@ def _check_inputs(volume: Volume, acquisition_time: datetime | None, patient_id:
     return arr
 
 
-def _base(sop_class: str, modality: str, *, patient_id: str, study_uid: str, series_uid: str, for_uid: str,
-          description: str, t: datetime | None, write_timezone: bool, manufacturer: str) -> Dataset:
-    ds, sop_uid = new_dataset(sop_class)
-    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+def set_synthetic_identity(ds: Dataset, *, patient_id: str, study_uid: str, series_uid: str, modality: str,
+                           description: str) -> None:
+    """Patient, study and series identity of a synthetic object (Patient, General Study and
+    General Series modules, PS3.3 C.7.1.1, C.7.2.1, C.7.3.1): no real patient, empty Type 2 values."""
     ds.PatientName = "SYNTHETIC^PATIENT"
     ds.PatientID = patient_id
     ds.PatientBirthDate = ""
@@ -156,6 +156,14 @@ def _base(sop_class: str, modality: str, *, patient_id: str, study_uid: str, ser
     ds.SeriesInstanceUID = series_uid
     ds.SeriesNumber = 1
     ds.SeriesDescription = description
+
+
+def _base(sop_class: str, modality: str, *, patient_id: str, study_uid: str, series_uid: str, for_uid: str,
+          description: str, t: datetime | None, write_timezone: bool, manufacturer: str) -> Dataset:
+    ds, sop_uid = new_dataset(sop_class)
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    set_synthetic_identity(ds, patient_id=patient_id, study_uid=study_uid, series_uid=series_uid, modality=modality,
+                           description=description)
     ds.FrameOfReferenceUID = for_uid
     ds.PositionReferenceIndicator = ""
     ds.Manufacturer = manufacturer

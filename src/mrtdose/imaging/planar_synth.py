@@ -40,6 +40,7 @@ from pydicom.valuerep import format_number_as_ds
 from mrtdose import __version__
 from mrtdose.errors import InputError
 from mrtdose.imaging.dicom_common import new_dataset, write_dataset_atomic
+from mrtdose.imaging.dicom_synth import set_synthetic_identity
 from mrtdose.imaging.planar_dicom import ANTERIOR_CODE, POSTERIOR_CODE, VIEWS
 
 __all__ = ["PlanarFaults", "write_planar_nm"]
@@ -119,19 +120,9 @@ def _dataset(*, image_type: str, patient_id: str, study_uid: str, series_uid: st
              half_life_s: float | None) -> Dataset:
     ds, _ = new_dataset(NuclearMedicineImageStorage)
     ds.ImageType = ["ORIGINAL", "PRIMARY", image_type, "EMISSION"]
-    ds.PatientName = "SYNTHETIC^PATIENT"
-    ds.PatientID = patient_id
-    ds.PatientBirthDate = ""
-    ds.PatientSex = "O"
-    ds.StudyInstanceUID = study_uid
-    ds.StudyID = "1"
-    ds.AccessionNumber = ""
-    ds.ReferringPhysicianName = ""
-    ds.Modality = "NM"
-    ds.SeriesInstanceUID = series_uid
-    ds.SeriesNumber = 1
+    set_synthetic_identity(ds, patient_id=patient_id, study_uid=study_uid, series_uid=series_uid, modality="NM",
+                           description=description)
     ds.InstanceNumber = 1
-    ds.SeriesDescription = description
     ds.Manufacturer = "mrtdose"
     ds.ManufacturerModelName = "mrtdose synthetic planar"
     ds.SoftwareVersions = str(__version__)

@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from mrtdose.errors import InputError, from_validation_error
 
@@ -24,6 +24,16 @@ MAX_ADMINISTERED_MBQ = 100_000.0
 MIN_ADMINISTERED_MBQ = 1.0
 MAX_REGION_MASS_G = 300_000.0
 MAX_TIME_H = 24.0 * 365.0
+
+
+def _require_zone(v: datetime) -> datetime:
+    if v.tzinfo is None or v.utcoffset() is None:
+        raise ValueError(f"'{v.isoformat()}' has no time zone; append e.g. +00:00")
+    return v
+
+
+#: A date-time that must carry its time zone (never guessed).
+ZonedDatetime = Annotated[datetime, AfterValidator(_require_zone)]
 
 
 class _Strict(BaseModel):
@@ -43,7 +53,7 @@ class Administration(_Strict):
     activity_uncertainty_pct: float = Field(
         default=0.0, ge=0, le=100, description="Standard uncertainty of the administered activity (%)"
     )
-    time: datetime | None = Field(default=None, description="Time of administration, with time zone.")
+    time: ZonedDatetime | None = Field(default=None, description="Time of administration, with time zone.")
     cycle: int = Field(default=1, ge=1)
     route: Literal["intravenous", "intra-arterial", "oral", "intracavitary", "other"] | None = None
 
@@ -56,13 +66,6 @@ class Administration(_Strict):
             )
         if v < MIN_ADMINISTERED_MBQ:
             raise ValueError(f"{v:g} MBq is implausibly small for a therapy: is this in GBq? Give MBq")
-        return v
-
-    @field_validator("time")
-    @classmethod
-    def _aware(cls, v: datetime | None) -> datetime | None:
-        if v is not None and (v.tzinfo is None or v.utcoffset() is None):
-            raise ValueError(f"'{v.isoformat()}' has no time zone; append e.g. +00:00")
         return v
 
 
@@ -351,7 +354,7 @@ class ImagingTimepoint(_Strict):
         default=None,
         description="CT of the same time point: DICOM directory, or NIfTI/MetaImage file in HU (sidecar unit 'HU').",
     )
-    time: datetime | None = Field(
+    time: ZonedDatetime | None = Field(
         default=None,
         description="Override of the acquisition start time (with time zone); required for a NIfTI/MetaImage SPECT "
         "whose sidecar has no acquisition_time (never guessed).",
@@ -372,13 +375,6 @@ class ImagingTimepoint(_Strict):
         "(the rate the dead time acts on, usually the whole spectrum); needed with imaging.calibration.dead_time. "
         "Not read from DICOM: the standard NM attribute Count Rate (0018,1243) is the maximum rate, not the mean.",
     )
-
-    @field_validator("time")
-    @classmethod
-    def _aware(cls, v: datetime | None) -> datetime | None:
-        if v is not None and (v.tzinfo is None or v.utcoffset() is None):
-            raise ValueError(f"'{v.isoformat()}' has no time zone; append e.g. +00:00")
-        return v
 
     @model_validator(mode="after")
     def _beds(self) -> "ImagingTimepoint":
@@ -534,17 +530,10 @@ class PlanarTimepoint(_Strict):
     """One planar (static or whole-body) conjugate-view acquisition."""
 
     file: str | list[str] = Field(description="NM file (e.g. one multi-frame file with both views), a directory, or a list of files.")
-    time: datetime | None = Field(default=None, description="Override of the acquisition start (with time zone).")
+    time: ZonedDatetime | None = Field(default=None, description="Override of the acquisition start (with time zone).")
     acquisition_duration_s: float | None = Field(
         default=None, gt=0, description="Exposure time (s) overriding the headers' (whole body: the time each point is seen)."
     )
-
-    @field_validator("time")
-    @classmethod
-    def _aware(cls, v: datetime | None) -> datetime | None:
-        if v is not None and (v.tzinfo is None or v.utcoffset() is None):
-            raise ValueError(f"'{v.isoformat()}' has no time zone; append e.g. +00:00")
-        return v
 
 
 class PlanarRois(_Strict):
